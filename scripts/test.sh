@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets everything up (idempotent) and runs the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/setup.sh"
+export COMFYUI_PATH
+COMFYUI_PATH=$(cat "$root/.venv/comfyui-path")
+cd "$root"
+exec "$root/.venv/bin/python" -m pytest "$@"

@@ -87,19 +87,24 @@ def _read_safetensors(path):
     return _SafetensorsDict(handle), handle.metadata() or {}
 
 
+_UNREADABLE = ("cannot be read as a PyTorch checkpoint: the file is truncated, corrupt or of another kind. "
+               "Download it again (deadiff_v1.ckpt is 7.43 GB) or convert it again.")
+
+
 def _read_pickle(path):
     # weights_only refuses any pickle that carries code; mmap keeps the 7.43 GB file out of RAM.
     mmap = zipfile.is_zipfile(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(path, "refused: the pickle holds Python objects other than tensors, which could run code "
-                              f"({first_line}). Only load model files from sources you trust; the official "
-                              "deadiff_v1.ckpt and converted .safetensors files load safely.") from None
+        refused_global = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        if refused_global:
+            raise CheckpointError(path, f"refused: the file's pickle calls {refused_global.group(1)}, which could run code; "
+                                  "a weights file holds only tensors. Only load model files from sources you trust "
+                                  "(the official deadiff_v1.ckpt and converted .safetensors load safely).") from None
+        raise CheckpointError(path, _UNREADABLE) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(path, f"cannot be read as a PyTorch checkpoint ({type(e).__name__}: {str(e).strip()[:200]}); "
-                              "the file is truncated or corrupt — download it again (deadiff_v1.ckpt is 7.43 GB).") from None
+        raise CheckpointError(path, f"{_UNREADABLE} ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -160,6 +165,8 @@ def _branches_in(keys):
 def _require(sd, path, key, what):
     if key not in sd:
         raise CheckpointError(path, f"the {what} is incomplete: key '{key}' is missing; the file is damaged or not a DEADiff checkpoint.")
+    if not isinstance(sd[key], torch.Tensor):
+        raise CheckpointError(path, f"'{key}' holds a {type(sd[key]).__name__}, not a tensor; this is not a DEADiff checkpoint.")
     return sd[key]
 
 
@@ -267,26 +274,31 @@ def load_adapter(path, dtype=torch.float32, device="cpu", operations=torch.nn, w
     """Load DEADiff's encoder, image projections and (optionally) its embedded ViT from a file."""
     path = os.fspath(path)
     sd, metadata = read_state_dict(path)
+    is_adapter = metadata.get("format") == ADAPTER_FORMAT or path.lower().endswith(".safetensors")
+    source_format = "adapter safetensors" if is_adapter else "official checkpoint"
+    return adapter_from_state_dict(sd, path, source_format, dtype, device, operations, with_vision)
+
+
+def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device="cpu", operations=torch.nn, with_vision=True):
+    """The adapter from an opened official-layout state dict (`path` names it in errors)."""
     layout = adapter_layout(sd, path, with_vision)
     encoder, projections = layout.build(dtype, "meta", operations)
     encoder, projections = encoder.to_empty(device=device), projections.to_empty(device=device)
-    # load_state_dict copies into freshly allocated memory: only these tensors' pages of the
-    # mmap-ed file are ever read.
+    # load_state_dict copies into freshly allocated memory: of an mmap-ed file, only these
+    # tensors' pages are ever read.
     encoder.load_state_dict({m: sd[o] for o, m in layout.encoder_keys.items()})
     projections.load_state_dict({m: sd[o] for o, m in layout.projection_keys.items()})
     vision = None
     if layout.vision_keys:
         prefix = layout.vision_keys[0].split(VISION_PREFIX)[0] + VISION_PREFIX
         vision = {k.removeprefix(prefix): sd[k].clone() for k in layout.vision_keys}
-    is_adapter = metadata.get("format") == ADAPTER_FORMAT or path.lower().endswith(".safetensors")
     info = AdapterInfo(
         path=os.fspath(path),
-        source_format="adapter safetensors" if is_adapter else "official checkpoint",
+        source_format=source_format,
         branches=layout.branches,
         has_vision=vision is not None,
         stored_dtypes=_stored_dtypes(sd, (*layout.encoder_keys, *layout.projection_keys)),
         qformer=layout.qformer,
         proj_hidden=layout.proj_hidden,
     )
-    del sd
     return DEADiffAdapter(encoder.eval().requires_grad_(False), projections.eval().requires_grad_(False), vision, info)

@@ -48,11 +48,14 @@ TINY = OfficialLayout(vision_width=32, vision_blocks=2, patch_size=14, image_siz
 
 
 class _Random:
-    def __init__(self, seed, scale):
+    def __init__(self, seed, scale, device):
         self.generator = torch.Generator().manual_seed(seed)
         self.scale = scale
+        self.device = device
 
     def __call__(self, *shape, dtype=torch.float32):
+        if self.device == "meta":  # shapes only: the full layout without allocating 7 GB
+            return torch.empty(*shape, dtype=dtype, device="meta")
         return (torch.randn(*shape, generator=self.generator) * self.scale).to(dtype)
 
     def norm(self, width, dtype=torch.float32):
@@ -113,7 +116,7 @@ def qformer_bert(L, rnd):
 
 def blip(L, rnd, vision):
     """A full LAVIS Blip2Qformer, unused heads included (cls decoder tied to word embeddings)."""
-    sd = {f"visual_encoder.{k}": v.clone() for k, v in vision.items()}
+    sd = {f"visual_encoder.{k}": v.clone() for k, v in (vision or {}).items()}
     _norm(sd, "ln_vision.", rnd, L.vision_width)
     sd["query_tokens"] = rnd(1, L.queries, L.hidden)
     bert = qformer_bert(L, rnd)
@@ -147,14 +150,15 @@ def image_projections(L, rnd):
     return sd
 
 
-def official_state_dict(layout=TINY, seed=0, scale=0.05, branches=("style", "content"), with_other_parts=True):
-    """A DEADiff state dict as `deadiff_v1.ckpt["state_dict"]` holds it (random weights).
+def official_state_dict(layout=TINY, seed=0, scale=0.02, branches=("style", "content"), with_vision=True,
+                        with_other_parts=True, device="cpu"):
+    """A DEADiff state dict as `deadiff_v1.ckpt["state_dict"]` holds it (random weights, BERT's init scale).
 
     `with_other_parts` adds a few stand-ins for what the loader must ignore: UNet, VAE and text
     encoder keys, the schedule buffers and `ctx_embeddings_cache`.
     """
-    rnd = _Random(seed, scale)
-    vision = vision_encoder(layout, rnd)  # frozen in training: both branches hold equal copies
+    rnd = _Random(seed, scale, device)
+    vision = vision_encoder(layout, rnd) if with_vision else None  # frozen: both branches hold equal copies
     sd = {}
     for branch in branches:
         sd.update({f"{branch}_blip.{k}": v for k, v in blip(layout, rnd, vision).items()})

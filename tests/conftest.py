@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests run against the real ComfyUI runtime named by COMFYUI_PATH
+(./scripts/test.sh sets it up and exports it)."""
+import os
+import sys
+
+import pytest
+import torch
+
+from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_IMAGES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference_images")
+
+
+def pytest_configure(config):
+    if not os.path.isfile(os.path.join(COMFYUI_PATH, "main.py")):
+        raise pytest.UsageError("COMFYUI_PATH must name a ComfyUI folder; run the suite with ./scripts/test.sh")
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """The real ComfyUI runtime, imported as a library (CPU when there is no GPU)."""
+    if COMFYUI_PATH not in sys.path:
+        sys.path.insert(0, COMFYUI_PATH)
+    from comfy.cli_args import args
+    args.cpu = not torch.cuda.is_available()
+    import comfy.clip_vision
+    import comfy.model_management
+    import comfy.ops
+    return comfy
+
+
+@pytest.fixture(scope="session")
+def tiny_state_dict():
+    return official_state_dict(TINY)
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path, tiny_state_dict):
+    path = tmp_path / "deadiff_tiny.ckpt"
+    save_official_checkpoint(path, tiny_state_dict)
+    return path

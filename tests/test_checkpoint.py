@@ -1,0 +1,171 @@
+"""Loading real file formats (official zip-pickle, legacy pickle, adapter safetensors) and every
+kind of bad input: each must give a CheckpointError naming the file and the problem."""
+import builtins
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from deadiff_core.checkpoint import CheckpointError, load_adapter
+from deadiff_core.layers import layers_of
+from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
+
+
+def test_official_checkpoint_loads_both_branches_and_vision(tiny_ckpt):
+    adapter = load_adapter(tiny_ckpt)
+    assert adapter.info.branches == ("style", "content")
+    assert adapter.info.source_format == "official checkpoint"
+    assert adapter.vision_state_dict["transformer.resblocks.1.attn.in_proj_weight"].shape == (3 * TINY.vision_width, TINY.vision_width)
+    assert not any(k.startswith(("Qformer", "vision_proj", "visual_encoder")) for k in adapter.vision_state_dict)
+    assert len(adapter.projections.layers) == 16
+    with torch.no_grad():
+        tokens = adapter.encoder(torch.randn(3, TINY.vision_tokens, TINY.vision_width))
+    assert {k: tuple(v.shape) for k, v in tokens.items()} == {b: (3, TINY.queries, TINY.hidden) for b in ("style", "content")}
+    assert all(torch.isfinite(v).all() for v in tokens.values())
+
+
+def test_loaded_weights_equal_the_file(tiny_ckpt, tiny_state_dict):
+    adapter = load_adapter(tiny_ckpt, with_vision=False)
+    assert adapter.vision_state_dict is None
+    branch = adapter.encoder.branches["content"]
+    assert torch.equal(branch.query_tokens, tiny_state_dict["content_blip.query_tokens"])
+    assert torch.equal(branch.qformer.encoder.layer[1].crossattention.self.key.weight,
+                       tiny_state_dict["content_blip.Qformer.bert.encoder.layer.1.crossattention.self.key.weight"])
+    assert torch.equal(branch.proj.dense2.bias, tiny_state_dict["content_proj_layer.dense2.bias"])
+    assert torch.equal(adapter.projections[6].i_to_v.weight,
+                       tiny_state_dict["model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.i_to_v.weight"])
+
+
+def test_legacy_pickle_and_bare_state_dict_load(tmp_path, tiny_state_dict):
+    path = tmp_path / "legacy.pt"
+    torch.save(tiny_state_dict, path, _use_new_zipfile_serialization=False)  # no "state_dict" level, not a zip
+    assert load_adapter(path).info.branches == ("style", "content")
+
+
+def test_style_only_file_loads_and_says_so(tmp_path):
+    path = tmp_path / "style_only.ckpt"
+    save_official_checkpoint(path, official_state_dict(TINY, branches=("style",)))
+    adapter = load_adapter(path)
+    assert adapter.info.branches == ("style",)
+    assert "no content branch" in adapter.info.describe()
+    assert set(adapter.encoder.branches) == {"style"}
+    assert sorted(int(i) for i in adapter.projections.layers) == [layer.index for layer in layers_of("style")]
+
+
+def expect_error(path, *phrases):
+    with pytest.raises(CheckpointError) as info:
+        load_adapter(path)
+    message = str(info.value)
+    assert str(path) in message
+    for phrase in phrases:
+        assert phrase in message, message
+    return message
+
+
+def test_plain_sd15_checkpoint_is_named(tmp_path):
+    path = tmp_path / "v1-5-pruned-emaonly.ckpt"
+    torch.save({"state_dict": {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
+                               "first_stage_model.decoder.conv_out.weight": torch.zeros(3, 4, 3, 3)}}, path)
+    expect_error(path, "not DEADiff", "Load Checkpoint")
+
+
+@pytest.mark.parametrize("fmt", ["bin", "safetensors"])
+def test_ip_adapter_file_is_named(tmp_path, fmt):
+    image_proj, ip = {"proj.weight": torch.zeros(8, 4)}, {"1.to_k_ip.weight": torch.zeros(4, 4)}
+    path = tmp_path / f"ip-adapter_sd15.{fmt}"
+    if fmt == "bin":
+        torch.save({"image_proj": image_proj, "ip_adapter": ip}, path)
+    else:
+        save_file({**{f"image_proj.{k}": v for k, v in image_proj.items()}, **{f"ip_adapter.{k}": v for k, v in ip.items()}}, path)
+    expect_error(path, "IP-Adapter")
+
+
+def test_truncated_checkpoint(tmp_path, tiny_ckpt):
+    data = tiny_ckpt.read_bytes()
+    path = tmp_path / "deadiff_v1.ckpt"
+    path.write_bytes(data[: len(data) // 2])
+    expect_error(path, "truncated", "Download it again")
+
+
+@pytest.mark.parametrize("name", ["garbage.ckpt", "garbage.safetensors"])
+def test_random_bytes(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(os.urandom(4096))
+    expect_error(path, "corrupt")
+
+
+def test_truncated_safetensors(tmp_path, tiny_state_dict):
+    full = tmp_path / "full.safetensors"
+    save_file({k: v.clone() for k, v in tiny_state_dict.items() if k.startswith("style_")}, full)
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(full.read_bytes()[:5000])
+    expect_error(path, "safetensors", "corrupt or truncated")
+
+
+def test_empty_file_directory_and_missing_file(tmp_path):
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    expect_error(tmp_path / "empty.ckpt", "empty (0 bytes)")
+    (tmp_path / "folder.ckpt").mkdir()
+    expect_error(tmp_path / "folder.ckpt", "is a directory")
+    expect_error(tmp_path / "nowhere.ckpt", "does not exist")
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / "list.pt"
+    torch.save([torch.zeros(2)], path)
+    expect_error(path, "holds a list")
+
+
+def test_missing_branch_part(tmp_path, tiny_state_dict):
+    sd = {k: v for k, v in tiny_state_dict.items() if not k.startswith("content_proj_layer.")}
+    path = tmp_path / "no_content_proj.ckpt"
+    save_official_checkpoint(path, sd)
+    expect_error(path, "content_proj_layer.", "missing")
+
+
+def test_missing_image_projection(tmp_path, tiny_state_dict):
+    key = "model.diffusion_model.output_blocks.5.1.transformer_blocks.0.attn2.i_to_k.weight"
+    path = tmp_path / "no_i_to.ckpt"
+    save_official_checkpoint(path, {k: v for k, v in tiny_state_dict.items() if k != key})
+    expect_error(path, key, "layer 9")
+
+
+def test_wrong_shape(tmp_path, tiny_state_dict):
+    key = "style_blip.Qformer.bert.encoder.layer.1.crossattention.self.value.weight"
+    path = tmp_path / "wrong_shape.ckpt"
+    save_official_checkpoint(path, {**tiny_state_dict, key: torch.zeros(TINY.hidden, TINY.vision_width + 1)})
+    expect_error(path, key, "shape")
+
+
+def test_different_vision_copies_are_refused(tmp_path, tiny_state_dict):
+    key = "content_blip.visual_encoder.ln_pre.weight"
+    path = tmp_path / "two_vits.ckpt"
+    save_official_checkpoint(path, {**tiny_state_dict, key: tiny_state_dict[key] + 1})
+    expect_error(path, "vision towers differ")
+    assert load_adapter(path, with_vision=False).vision_state_dict is None
+
+
+class RunsCode:
+    """Unpickling this calls exec(): what a malicious 'checkpoint' does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return builtins.exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+def test_pickle_that_carries_code_is_refused(tmp_path, tiny_state_dict):
+    marker = tmp_path / "pwned"
+    zipped = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {**tiny_state_dict, "payload": RunsCode(marker)}}, zipped)
+    expect_error(zipped, "refused", "exec", "could run code")
+    raw = tmp_path / "evil.pt"
+    raw.write_bytes(pickle.dumps({"state_dict": RunsCode(marker)}))
+    expect_error(raw, "cannot be read")
+    assert not marker.exists()
+    # the payload is real: an unsafe load would have run it
+    torch.load(zipped, weights_only=False)
+    assert marker.read_text() == "pwned"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from safetensors import SafetensorError, safe_open
 
+from . import ops
 from .encoder import DEADiffEncoder
 from .layers import BRANCHES, SD15_LAYERS, layers_of
 from .projections import ImageProjections
@@ -200,7 +201,7 @@ class AdapterLayout:
     channels: dict              # layer index -> channels
     vision_keys: tuple          # official keys of the ViT copy kept (empty if none)
 
-    def build(self, dtype=None, device=None, operations=torch.nn):
+    def build(self, dtype=None, device=None, operations=ops):
         encoder = DEADiffEncoder(self.qformer, self.proj_hidden, self.branches, dtype, device, operations)
         projections = ImageProjections(self.channels, self.qformer.hidden_size, dtype, device, operations)
         return encoder, projections
@@ -270,7 +271,7 @@ def _stored_dtypes(sd, keys):
     return tuple(sorted({sd[k].dtype for k in keys if sd[k].is_floating_point()}, key=str))
 
 
-def load_adapter(path, dtype=torch.float32, device="cpu", operations=torch.nn, with_vision=True):
+def load_adapter(path, dtype=torch.float32, device="cpu", operations=ops, with_vision=True):
     """Load DEADiff's encoder, image projections and (optionally) its embedded ViT from a file."""
     path = os.fspath(path)
     sd, metadata = read_state_dict(path)
@@ -279,7 +280,7 @@ def load_adapter(path, dtype=torch.float32, device="cpu", operations=torch.nn, w
     return adapter_from_state_dict(sd, path, source_format, dtype, device, operations, with_vision)
 
 
-def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device="cpu", operations=torch.nn, with_vision=True):
+def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device="cpu", operations=ops, with_vision=True):
     """The adapter from an opened official-layout state dict (`path` names it in errors)."""
     layout = adapter_layout(sd, path, with_vision)
     encoder, projections = layout.build(dtype, "meta", operations)

@@ -49,16 +49,17 @@ comfyui=$(resolve_comfyui)
 [ "$comfyui" = "$root/.comfyui/ComfyUI" ] && install_pinned_comfyui "$comfyui"
 
 # torch is pinned here, not by ComfyUI's requirements (a bare "torch" would pull a new CUDA build);
-# torchaudio is left out: only ComfyUI's optional audio nodes import it.
+# torchaudio is left out: only ComfyUI's optional audio nodes import it. ComfyUI's server imports
+# requests without listing it.
 stamp="$venv/.deadiff-setup"
 want=$(cat "$comfyui/requirements.txt" "$root/requirements.txt" "$root/requirements-dev.txt" |
-  { cat; echo "${torch_pins[*]} $comfyui"; } | sha256sum | cut -d' ' -f1)
+  { cat; echo "${torch_pins[*]} requests $comfyui"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing ${torch_pins[*]}, ComfyUI's requirements and ours"
   grep -v -E '^\s*(torch|torchvision|torchaudio)\s*([<>=!~;#].*)?$' "$comfyui/requirements.txt" >"$venv/comfyui-requirements.txt"
   "$py" -m pip install --quiet "${torch_pins[@]}"
   "$py" -m pip install --quiet -r "$venv/comfyui-requirements.txt" -r "$root/requirements.txt" \
-    -r "$root/requirements-dev.txt" "${torch_pins[@]}"
+    -r "$root/requirements-dev.txt" requests "${torch_pins[@]}"
   echo "$want" >"$stamp"
 fi
 echo "$comfyui" >"$venv/comfyui-path"

@@ -41,3 +41,13 @@ def tiny_ckpt(tmp_path, tiny_state_dict):
     path = tmp_path / "deadiff_tiny.ckpt"
     save_official_checkpoint(path, tiny_state_dict)
     return path
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """One real ComfyUI server for the whole session (start-up imports every built-in node)."""
+    from comfy_server import ComfyServer
+
+    server = ComfyServer(COMFYUI_PATH, REPO_ROOT, str(tmp_path_factory.mktemp("comfyui_base")))
+    yield server
+    server.stop()

@@ -1,0 +1,53 @@
+"""DEADiffLoader: a DEADiff checkpoint or converted adapter -> DEADIFF."""
+import comfy.model_management
+import comfy.ops
+import folder_paths
+import torch
+
+from ..deadiff_core.checkpoint import CheckpointError, load_adapter
+from . import model_folder
+
+model_folder.register()
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class DEADiffLoader:
+    DESCRIPTION = ("Loads DEADiff's two Q-Former encoders (style and content) and its per-layer image projections "
+                   "from models/deadiff: the official deadiff_v1.ckpt or an adapter converted from it.")
+    CATEGORY = "DEADiff"
+    RETURN_TYPES = ("DEADIFF",)
+    OUTPUT_TOOLTIPS = ("The DEADiff adapter: connect it to DEADiff Encode and DEADiff Apply.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "deadiff_name": (folder_paths.get_filename_list(model_folder.FOLDER), {
+                    "tooltip": "A file in models/deadiff: deadiff_v1.ckpt (7.43 GB, from the qth/DEADiff "
+                               "Hugging Face repo) or a .safetensors made by `python -m deadiff_core.convert`."}),
+            },
+            "optional": {
+                "dtype": (["auto", *DTYPES], {
+                    "default": "auto",
+                    "tooltip": "Precision the encoder weights are kept in; auto follows ComfyUI's choice for "
+                               "text encoders on this device. Compute runs in the input's precision."}),
+            },
+        }
+
+    def load(self, deadiff_name, dtype="auto"):
+        path = folder_paths.get_full_path_or_raise(model_folder.FOLDER, deadiff_name)
+        if dtype == "auto":
+            weight_dtype = comfy.model_management.text_encoder_dtype(comfy.model_management.text_encoder_device())
+        else:
+            weight_dtype = DTYPES[dtype]
+        try:
+            adapter = load_adapter(path, dtype=weight_dtype, operations=comfy.ops.manual_cast)
+        except CheckpointError as e:
+            raise ValueError(f"DEADiff Loader: {e}") from None
+        return (adapter,)
+
+
+NODE_CLASS_MAPPINGS = {"DEADiffLoader": DEADiffLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"DEADiffLoader": "Load DEADiff Model"}

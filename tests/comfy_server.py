@@ -1,0 +1,81 @@
+"""Starts the real ComfyUI server on a free 127.0.0.1 port, with this pack in its custom_nodes,
+in a throwaway base directory (models/, input/, output/ of its own)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+PACK_FOLDER_NAME = "ComfyUI-DEADiff"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    def __init__(self, comfyui_path, repo_root, base_dir, startup_timeout=240):
+        self.base_dir = base_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        for folder in ("custom_nodes", "models", "input", "output"):
+            os.makedirs(os.path.join(base_dir, folder), exist_ok=True)
+        os.symlink(repo_root, os.path.join(base_dir, "custom_nodes", PACK_FOLDER_NAME))
+        self.log_path = os.path.join(base_dir, "server.log")
+        command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", base_dir,
+                   "--disable-auto-launch", "--disable-api-nodes"]
+        if not _has_cuda():
+            command.append("--cpu")
+        self.process = subprocess.Popen(command, cwd=comfyui_path, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
+        self._wait_until_up(startup_timeout)
+
+    def _wait_until_up(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited during start-up:\n{self.log()[-4000:]}")
+            try:
+                self.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer within {timeout}s:\n{self.log()[-4000:]}")
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def request(self, path, payload=None):
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def get(self, path):
+        status, body = self.request(path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def model_path(self, folder, name):
+        os.makedirs(os.path.join(self.base_dir, "models", folder), exist_ok=True)
+        return os.path.join(self.base_dir, "models", folder, name)
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _has_cuda():
+    import torch
+    return torch.cuda.is_available()

@@ -271,6 +271,16 @@ def _stored_dtypes(sd, keys):
     return tuple(sorted({sd[k].dtype for k in keys if sd[k].is_floating_point()}, key=str))
 
 
+def _copy_into(module, keys, sd):
+    """Copy official tensors into the module one at a time (keys and shapes were checked by
+    adapter_layout): at most one source tensor is alive, and of an mmap-ed file only the
+    adapter's pages are ever read."""
+    targets = module.state_dict()  # shares storage with the parameters
+    with torch.no_grad():
+        for official, name in keys.items():
+            targets[name].copy_(sd[official])
+
+
 def load_adapter(path, dtype=torch.float32, device="cpu", operations=ops, with_vision=True):
     """Load DEADiff's encoder, image projections and (optionally) its embedded ViT from a file."""
     path = os.fspath(path)
@@ -285,10 +295,8 @@ def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device
     layout = adapter_layout(sd, path, with_vision)
     encoder, projections = layout.build(dtype, "meta", operations)
     encoder, projections = encoder.to_empty(device=device), projections.to_empty(device=device)
-    # load_state_dict copies into freshly allocated memory: of an mmap-ed file, only these
-    # tensors' pages are ever read.
-    encoder.load_state_dict({m: sd[o] for o, m in layout.encoder_keys.items()})
-    projections.load_state_dict({m: sd[o] for o, m in layout.projection_keys.items()})
+    _copy_into(encoder, layout.encoder_keys, sd)
+    _copy_into(projections, layout.projection_keys, sd)
     vision = None
     if layout.vision_keys:
         prefix = layout.vision_keys[0].split(VISION_PREFIX)[0] + VISION_PREFIX

@@ -1,0 +1,36 @@
+"""What the DEADIFF socket carries: a loaded adapter whose weights ComfyUI's model management
+loads and offloads (needs ComfyUI)."""
+import comfy.model_management as mm
+import comfy.model_patcher
+import torch
+
+from .comfy_vision import clip_vision_from_embedded, vision_hidden_states
+from .tokens import ReferenceTokens
+
+
+class ComfyDEADiff:
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.info = adapter.info
+        # Q-Formers run beside the text encoders; the i_to_k/v projections ride along with the UNet.
+        self.encoder_patcher = comfy.model_patcher.ModelPatcher(
+            adapter.encoder, load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device())
+        self.projections_patcher = comfy.model_patcher.ModelPatcher(
+            adapter.projections, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+        self._embedded_vision = None
+
+    def embedded_clip_vision(self):
+        """The checkpoint's own ViT as a ComfyUI CLIP-vision model, built on first use; None if it has none."""
+        if self._embedded_vision is None and self.adapter.vision_state_dict is not None:
+            self._embedded_vision = clip_vision_from_embedded(self.adapter.vision_state_dict)
+        return self._embedded_vision
+
+    def encode(self, image, clip_vision):
+        """IMAGE [N, H, W, C] -> ReferenceTokens with one row per image, on the intermediate device."""
+        hidden = vision_hidden_states(clip_vision, image)
+        mm.load_model_gpu(self.encoder_patcher)
+        device = self.encoder_patcher.load_device
+        with torch.no_grad():
+            tokens = self.adapter.encoder(hidden.to(device=device, dtype=torch.float32))
+        out = mm.intermediate_device()
+        return ReferenceTokens(**{branch: t.to(out, torch.float32) for branch, t in tokens.items()})

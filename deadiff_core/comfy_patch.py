@@ -1,0 +1,161 @@
+"""The object ComfyUI calls for each of SD1.5's 16 cross-attention layers: an attn2 replace patch
+that joins the reference's keys/values to the text ones (needs ComfyUI)."""
+import math
+from dataclasses import dataclass, field
+
+import comfy.ldm.modules.attention
+import torch
+import torch.nn.functional as F
+
+from .attention import MODES, blend_by_region, image_keys_values, join_keys_values, rows_with_image
+from .layers import SD15_LAYERS
+
+UNCOND = 1  # ComfyUI's cond_or_uncond flag of the negative pass
+
+
+@dataclass(frozen=True)
+class InjectionSettings:
+    mode: str = "style"
+    weight: float = 1.0
+    style_weight: float = 1.0
+    content_weight: float = 1.0
+    layer_weights: tuple = (1.0,) * len(SD15_LAYERS)
+    start_sigma: float = math.inf
+    end_sigma: float = 0.0
+    combine: str = "average"
+    mask: torch.Tensor = field(default=None, compare=False)  # [M, H, W] in 0..1, 1 = use the reference
+
+    def layer_weight(self, layer):
+        branch = self.style_weight if layer.branch == "style" else self.content_weight
+        return self.weight * branch * self.layer_weights[layer.index]
+
+
+class Injection:
+    """State shared by the 16 layer patches of one DEADiff Apply: which tokens each layer reads, with
+    what weight, when, where; image keys/values computed once per device and dtype."""
+
+    def __init__(self, deadiff, tokens, settings, content_tokens=None):
+        self.patcher = deadiff.projections_patcher
+        self.settings = settings
+        sources = {"style": tokens, "content": content_tokens or tokens}
+        width = deadiff.info.qformer.hidden_size
+        zeros = torch.zeros(deadiff.info.qformer.num_query_tokens, width)
+        active = MODES[settings.mode]
+        self.layer_tokens = {}
+        for layer in SD15_LAYERS:
+            source = sources[layer.branch]
+            use = layer.branch in active and source[layer.branch] is not None
+            self.layer_tokens[layer.index] = source.combined(layer.branch, settings.combine) if use else zeros
+        # uncond rows and rows outside start/end get zero tokens, as many as the layer's real ones
+        self._cache = {}
+
+    def keys_values(self, layer, device, dtype):
+        key = (device, dtype)
+        if key not in self._cache:
+            projections = self.patcher.model
+            with torch.no_grad():
+                self._cache[key] = {
+                    layer.index: image_keys_values(projections[layer.index], self.layer_tokens[layer.index].to(device, dtype),
+                                                   self.settings.layer_weight(layer))
+                    for layer in SD15_LAYERS}
+        return self._cache[key][layer.index]
+
+    def use_image(self, extra_options, batch, device):
+        """Rows of the batch that see the reference: conditional rows within start/end."""
+        flags = extra_options.get("cond_or_uncond") or [0]
+        rows = torch.tensor([flag != UNCOND for flag in flags], device=device).repeat_interleave(batch // len(flags))
+        sigmas = extra_options.get("sigmas")
+        if sigmas is not None:
+            sigmas = sigmas.to(device).reshape(-1)
+            in_range = (sigmas <= self.settings.start_sigma) & (sigmas >= self.settings.end_sigma)
+            rows = rows & (in_range if in_range.numel() == batch else in_range[:1].expand(batch))
+        return rows
+
+    def region(self, extra_options, length, batch, device, dtype):
+        """The mask resized to this layer's token grid: [B or 1, L, 1], or None without a mask."""
+        mask = self.settings.mask
+        if mask is None:
+            return None
+        height, width = extra_options["original_shape"][-2:]
+        grid = next(((math.ceil(height / s), math.ceil(width / s)) for s in (1, 2, 4, 8, 16)
+                     if math.ceil(height / s) * math.ceil(width / s) == length), None)
+        if grid is None:
+            raise ValueError(f"DEADiff mask: cannot map {length} attention tokens onto a {height}x{width} latent")
+        region = F.interpolate(mask[:, None].to(device, dtype), size=grid, mode="bilinear").flatten(1)[..., None]
+        chunks = len(extra_options.get("cond_or_uncond") or [0])
+        if region.shape[0] not in (1, batch // chunks):
+            raise ValueError(f"DEADiff mask: {region.shape[0]} masks for a batch of {batch // chunks} latents; "
+                             "give one mask, or one per latent")
+        return region if region.shape[0] == 1 else region.repeat(chunks, 1, 1)
+
+
+class DEADiffAttentionPatch:
+    """attn2 replace patch for one layer. Wraps a replace patch another pack set before (it then
+    computes attention over the joined keys/values); ComfyUI clones MODELs by deep-copying their
+    options, so the patch is shared, not copied, and its weights ride along through models()."""
+
+    def __init__(self, injection, layer, inner=None):
+        self.injection = injection
+        self.layer = layer
+        self.inner = inner
+
+    def __call__(self, q, k, v, extra_options):
+        image = self.injection.keys_values(self.layer, q.device, q.dtype)
+        use = self.injection.use_image(extra_options, q.shape[0], q.device)
+        out = self._attend(q, *join_keys_values(k, v, *rows_with_image(image, use)), extra_options)
+        region = self.injection.region(extra_options, q.shape[1], q.shape[0], q.device, q.dtype)
+        if region is None:
+            return out
+        without = self._attend(q, *join_keys_values(k, v, *rows_with_image(image, torch.zeros_like(use))), extra_options)
+        return blend_by_region(out, without, region)
+
+    def _attend(self, q, k, v, extra_options):
+        if self.inner is not None:
+            return self.inner(q, k, v, extra_options)
+        return comfy.ldm.modules.attention.optimized_attention(
+            q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options)
+
+    def models(self):
+        inner = self.inner.models() if hasattr(self.inner, "models") else []
+        return [self.injection.patcher, *inner]
+
+    def to(self, device_or_dtype):
+        if hasattr(self.inner, "to"):
+            self.inner = self.inner.to(device_or_dtype)
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def check_sd1_model(model, deadiff):
+    """Refuse anything but an SD1.x UNet whose cross-attention layers match the adapter's projections."""
+    unet = model.get_model_object("diffusion_model")
+    family = type(getattr(model.model, "model_config", model.model)).__name__
+    for layer in SD15_LAYERS:
+        try:
+            attn2 = unet.get_submodule(f"{layer.ldm_block}.transformer_blocks.0.attn2")
+            context, channels = attn2.to_k.in_features, attn2.to_q.in_features
+        except AttributeError:
+            reason = f"it has no cross-attention at {layer.ldm_block}"
+            break
+        expected = deadiff.adapter.projections[layer.index].i_to_k.out_features if layer.index in deadiff.adapter.projections else channels
+        if context != 768 or channels != expected:
+            reason = f"text context {context} and {channels} channels at {layer.ldm_block}, where SD1.x has 768 and {expected}"
+            break
+    else:
+        return
+    raise ValueError(f"DEADiff's released weights are for SD1.x models (SD1.5 and its fine-tunes); this MODEL is {family}: "
+                     f"{reason}. Load an SD1.5-based checkpoint for DEADiff.")
+
+
+def apply_deadiff(model, deadiff, tokens, settings, content_tokens=None):
+    """A clone of `model` with DEADiff on all 16 cross-attention layers; `model` itself is untouched."""
+    check_sd1_model(model, deadiff)
+    injection = Injection(deadiff, tokens, settings, content_tokens)
+    patched = model.clone()
+    existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+    for layer in SD15_LAYERS:
+        patch = DEADiffAttentionPatch(injection, layer, inner=existing.get(layer.patch_key))
+        patched.set_model_attn2_replace(patch, *layer.patch_key)
+    return patched

@@ -1,0 +1,51 @@
+"""Random-weight Stable Diffusion 1.5 at its full architecture, built with ComfyUI's own classes:
+an in-process MODEL, or a checkpoint file that ComfyUI's Load Checkpoint detects as SD1.5."""
+import torch
+from safetensors.torch import save_file
+
+# comfy/model_detection.py's SD15 UNet configuration
+SD15_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+             "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
+             "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
+             "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
+             "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+             "use_temporal_attention": False, "use_temporal_resblock": False}
+SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4],
+          "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def randomize(module, seed, std=0.05):
+    """Fill every parameter (ComfyUI's modules start uninitialised): norms near 1, the rest N(0, std)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=generator) * std
+            is_norm_scale = p.ndim == 1 and "norm" in name and name.endswith("weight")
+            p.copy_(1 + noise if is_norm_scale else noise)
+    return module
+
+
+def sd15_unet_model(comfy, seed=0, std=0.05):
+    """A ModelPatcher around a random SD1.5 BaseModel on the CPU, as Load Checkpoint would give."""
+    import comfy.model_detection
+    import comfy.model_patcher
+
+    config = comfy.model_detection.model_config_from_unet_config(dict(SD15_UNET, dtype=torch.float32))
+    config.set_inference_dtype(torch.float32, torch.float32)
+    model = config.get_model({}, device="cpu")
+    randomize(model.diffusion_model, seed, std)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def sd15_checkpoint(comfy, path, seed=0, dtype=torch.float16):
+    """A full SD1.5 checkpoint file (UNet + VAE + CLIP-L text encoder) with random weights."""
+    import comfy.ldm.models.autoencoder
+    import comfy.sd1_clip
+
+    unet = sd15_unet_model(comfy, seed).model.diffusion_model
+    vae = randomize(comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=SD_VAE, embed_dim=4), seed + 1)
+    clip = randomize(comfy.sd1_clip.SDClipModel(dtype=torch.float32), seed + 2, std=0.02)
+    sd = {}
+    for prefix, module in (("model.diffusion_model.", unet), ("first_stage_model.", vae), ("cond_stage_model.", clip)):
+        sd.update({prefix + k: v.to(dtype) if v.is_floating_point() else v for k, v in module.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))

@@ -53,10 +53,13 @@ class Injection:
         key = (device, dtype)
         if key not in self._cache:
             projections = self.patcher.model
+            # projected where the weights live, in their dtype, then handed over in the UNet's
+            weight = next(projections.parameters())
             with torch.no_grad():
                 self._cache[key] = {
-                    layer.index: image_keys_values(projections[layer.index], self.layer_tokens[layer.index].to(device, dtype),
-                                                   self.settings.layer_weight(layer))
+                    layer.index: tuple(t.to(device, dtype) for t in image_keys_values(
+                        projections[layer.index], self.layer_tokens[layer.index].to(weight.device, weight.dtype),
+                        self.settings.layer_weight(layer)))
                     for layer in SD15_LAYERS}
         return self._cache[key][layer.index]
 

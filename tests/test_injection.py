@@ -1,0 +1,228 @@
+"""DEADiff injection in ComfyUI's real SD1.5 UNet (full architecture, random weights) against a
+written-out implementation of spec §2 that replaces each attn2 forward directly."""
+import pytest
+import torch
+
+from deadiff_core.checkpoint import adapter_from_state_dict
+from deadiff_core.synthetic import OfficialLayout, official_state_dict
+from deadiff_core.tokens import ReferenceTokens
+from sd15 import SD15_UNET, sd15_unet_model
+from test_layout import SPEC_LAYERS
+
+# a small Q-Former, but the real token width (768) and real layer widths, so it fits SD1.5
+LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer_layers=1, intermediate=64, vocab=4200,
+                        positions=16, proj_hidden=64)
+ACTIVE = {"style": {"style"}, "content": {"content"}, "style and content": {"style", "content"}}
+LATENT = (2, 4, 16, 16)  # [cond ; uncond] at 128 px
+
+
+@pytest.fixture(scope="module")
+def unet(comfy):
+    return sd15_unet_model(comfy, seed=11)
+
+
+@pytest.fixture(scope="module")
+def official():
+    return official_state_dict(LAYOUT, seed=12, scale=0.05, with_vision=False, with_other_parts=False)
+
+
+@pytest.fixture(scope="module")
+def deadiff(comfy, official):
+    from deadiff_core.comfy_adapter import ComfyDEADiff
+    return ComfyDEADiff(adapter_from_state_dict(official, "<memory>", "official checkpoint"))
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    g = torch.Generator().manual_seed(13)
+    return ReferenceTokens(style=torch.randn(1, 16, 768, generator=g), content=torch.randn(1, 16, 768, generator=g))
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    g = torch.Generator().manual_seed(14)
+    return torch.randn(*LATENT, generator=g), torch.tensor([5.0, 5.0]), torch.randn(2, 77, 768, generator=g)
+
+
+def run(model, inputs, cond_or_uncond=(0, 1)):
+    x, sigma, context = inputs
+    options = dict(model.model_options["transformer_options"], cond_or_uncond=list(cond_or_uncond), sigmas=sigma)
+    with torch.no_grad():
+        return model.model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)
+
+
+def apply(comfy_model, deadiff, tokens, **settings):
+    from deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
+    return apply_deadiff(comfy_model, deadiff, tokens, InjectionSettings(**settings))
+
+
+def reference_run(unet, official, inputs, tokens_by_branch, weights):
+    """Spec §2 written out: K = [to_k(text); w i_to_k(img)], V likewise, one softmax, zero rows for "no image".
+
+    tokens_by_branch[branch] is the [16, 768] set for the conditional row, or None for zero tokens.
+    """
+    diffusion_model = unet.model.diffusion_model
+    originals = {}
+
+    def make_forward(attn2, block, branch):
+        prefix = f"model.diffusion_model.{block}.transformer_blocks.0.attn2."
+        w_k, w_v = official[prefix + "i_to_k.weight"], official[prefix + "i_to_v.weight"]
+        w = weights[branch]
+
+        def forward(x, context=None, value=None, mask=None, transformer_options={}):
+            q, k, v = attn2.to_q(x), attn2.to_k(context), attn2.to_v(context)
+            cond = tokens_by_branch[branch] if tokens_by_branch[branch] is not None else torch.zeros(16, 768)
+            img = torch.stack([cond, torch.zeros(16, 768)])  # rows: [cond ; uncond]
+            keys = torch.cat([k, w * img @ w_k.T], 1).double()
+            values = torch.cat([v, w * img @ w_v.T], 1).double()
+            heads, d = attn2.heads, q.shape[-1] // attn2.heads
+            qh, kh, vh = (t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2) for t in (q.double(), keys, values))
+            probabilities = torch.softmax(qh @ kh.transpose(-1, -2) / d ** 0.5, dim=-1)
+            out = (probabilities @ vh).transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
+            return attn2.to_out(out.float())
+        return forward
+
+    try:
+        for _, block, _, branch in SPEC_LAYERS:
+            attn2 = diffusion_model.get_submodule(f"{block}.transformer_blocks.0.attn2")
+            originals[block] = attn2
+            attn2.forward = make_forward(attn2, block, branch)
+        return run(unet, inputs)
+    finally:
+        for attn2 in originals.values():
+            del attn2.forward
+
+
+def relative_error(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("mode", ["style", "content", "style and content"])
+def test_patched_unet_equals_written_out_deadiff(comfy, unet, official, deadiff, tokens, inputs, mode):
+    patched = apply(unet, deadiff, tokens, mode=mode, style_weight=0.8, content_weight=1.3)
+    expected = reference_run(unet, official, inputs,
+                             {b: tokens[b][0] if b in ACTIVE[mode] else None for b in ("style", "content")},
+                             {"style": 0.8, "content": 1.3})
+    got = run(patched, inputs)
+    assert relative_error(got, expected) <= 1e-4
+    assert relative_error(run(unet, inputs), expected) > 1e-3  # the reference really changes the output
+
+
+def test_every_layer_is_reached_with_its_branch(comfy, unet, deadiff, tokens, inputs):
+    patched = apply(unet, deadiff, tokens, mode="style")
+    replace = patched.model_options["transformer_options"]["patches_replace"]["attn2"]
+    reached = {}
+    for key, patch in list(replace.items()):
+        def recorder(q, k, v, extra_options, patch=patch, key=key):
+            layer_tokens = patch.injection.layer_tokens[patch.layer.index]
+            branch = next((b for b in ("style", "content") if torch.equal(layer_tokens, tokens[b][0])), "zeros")
+            reached[key] = (extra_options["block"], branch)
+            return patch(q, k, v, extra_options)
+        replace[key] = recorder
+    run(patched, inputs)
+    expected = {key: (key, "style" if branch == "style" else "zeros") for key, _, _, branch in SPEC_LAYERS}
+    assert reached == expected
+    assert ("middle", 0) in reached
+
+
+def test_unconditional_pass_and_outside_schedule_get_zero_tokens(comfy, unet, official, deadiff, tokens, inputs):
+    zero = reference_run(unet, official, inputs, {"style": None, "content": None}, {"style": 1.0, "content": 1.0})
+    outside = apply(unet, deadiff, tokens, mode="style and content", start_sigma=4.0, end_sigma=0.0)  # sigma 5 is earlier
+    assert relative_error(run(outside, inputs), zero) <= 1e-4
+    inside = apply(unet, deadiff, tokens, mode="style and content", start_sigma=6.0, end_sigma=4.0)
+    assert relative_error(run(inside, inputs), zero) > 1e-3
+    # a batch of unconditional rows only sees zero tokens in every layer
+    both_uncond = run(apply(unet, deadiff, tokens, mode="style and content"), inputs, cond_or_uncond=(1, 1))
+    plain_zero = reference_run(unet, official, inputs, {"style": None, "content": None}, {"style": 1.0, "content": 1.0})
+    assert relative_error(both_uncond[1], plain_zero[1]) <= 1e-4
+
+
+def test_mask_of_ones_is_no_mask_and_of_zeros_is_zero_tokens(comfy, unet, deadiff, tokens, inputs):
+    plain = run(apply(unet, deadiff, tokens, mode="style"), inputs)
+    ones = run(apply(unet, deadiff, tokens, mode="style", mask=torch.ones(1, 64, 64)), inputs)
+    assert torch.equal(ones, plain)
+    zeros = run(apply(unet, deadiff, tokens, mode="style", mask=torch.zeros(1, 64, 64)), inputs)
+    assert torch.equal(zeros, run(apply(unet, deadiff, tokens, mode="style", weight=0.0), inputs))
+    half = torch.zeros(1, 64, 64)
+    half[:, :, :32] = 1
+    left = run(apply(unet, deadiff, tokens, mode="style", mask=half), inputs)
+    assert relative_error(left, plain) > 1e-4 and relative_error(left, zeros) > 1e-4
+
+
+def test_input_model_is_never_mutated_and_clones_share_weights(comfy, unet, deadiff, tokens):
+    before = repr(unet.model_options)
+    patched = apply(unet, deadiff, tokens)
+    assert repr(unet.model_options) == before and patched is not unet
+    clone = patched.clone()
+    a = patched.model_options["transformer_options"]["patches_replace"]["attn2"]
+    b = clone.model_options["transformer_options"]["patches_replace"]["attn2"]
+    assert all(a[k] is b[k] for k in a)
+    assert set(map(id, clone.model_patches_models())) == {id(deadiff.projections_patcher)}
+
+
+def test_image_keys_values_are_computed_once_per_generation(comfy, unet, deadiff, tokens, inputs, monkeypatch):
+    calls = []
+    layer0 = deadiff.adapter.projections[0].i_to_k
+    original = layer0.forward
+    monkeypatch.setattr(layer0, "forward", lambda x: calls.append(1) or original(x))
+    patched = apply(unet, deadiff, tokens)
+    for _ in range(3):
+        run(patched, inputs)
+    assert len(calls) == 1
+
+
+def test_wraps_an_existing_patch_and_composes_with_a_second_apply(comfy, unet, deadiff, tokens, inputs):
+    from comfy.ldm.modules.attention import optimized_attention
+
+    seen = []
+
+    def other_pack(q, k, v, extra_options):
+        seen.append(k.shape[1])
+        return optimized_attention(q, k, v, extra_options["n_heads"])
+
+    earlier = unet.clone()
+    earlier.set_model_attn2_replace(other_pack, "input", 1)
+    twice = apply(apply(earlier, deadiff, tokens), deadiff, tokens, mode="style and content")
+    assert torch.isfinite(run(twice, inputs)).all()
+    assert seen == [77 + 16 + 16]  # text + first apply's tokens + second apply's, reaching the other pack
+    later = twice.clone()
+    later.set_model_attn2_replace(other_pack, "output", 9)  # a pack patching after us replaces one layer
+    assert torch.isfinite(run(later, inputs)).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_runs_in_the_models_dtype(comfy, deadiff, tokens, dtype):
+    from deadiff_core.comfy_patch import DEADiffAttentionPatch, Injection, InjectionSettings
+    from deadiff_core.layers import SD15_LAYERS
+
+    injection = Injection(deadiff, tokens, InjectionSettings())
+    patch = DEADiffAttentionPatch(injection, SD15_LAYERS[0])
+    g = torch.Generator().manual_seed(15)
+    q, k, v = (torch.randn(2, 64, 320, generator=g) for _ in range(3))
+    options = {"n_heads": 8, "cond_or_uncond": [0, 1]}
+    reference = patch(q, k, v, options)
+    low = patch(q.to(dtype), k.to(dtype), v.to(dtype), options)
+    assert low.dtype == dtype
+    assert relative_error(low.float(), reference) < 2e-2
+
+
+@pytest.mark.parametrize("family,changes", [("SD2.x", {"context_dim": 1024, "num_head_channels": 64}),
+                                            ("SDXL", "sdxl")])
+def test_other_model_families_are_refused(comfy, deadiff, tokens, family, changes):
+    import comfy.model_detection
+    import comfy.model_patcher
+
+    if changes == "sdxl":
+        unet_config = {"model_channels": 320, "use_linear_in_transformer": True, "transformer_depth": [0, 0, 2, 2, 10, 10],
+                       "context_dim": 2048, "adm_in_channels": 2816, "use_temporal_attention": False}
+        config = dict(SD15_UNET, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], transformer_depth_middle=10,
+                      transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], num_heads=-1, num_head_channels=64,
+                      num_classes="sequential", **unet_config)
+    else:
+        config = dict(SD15_UNET, num_heads=-1, use_linear_in_transformer=True, **changes)
+    model_config = comfy.model_detection.model_config_from_unet_config(dict(config, dtype=torch.float32))
+    model = model_config.get_model({}, device="meta")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="for SD1.x models") as info:
+        apply(patcher, deadiff, tokens)
+    assert type(model_config).__name__ in str(info.value)

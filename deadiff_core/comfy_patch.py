@@ -25,9 +25,35 @@ class InjectionSettings:
     combine: str = "average"
     mask: torch.Tensor = field(default=None, compare=False)  # [M, H, W] in 0..1, 1 = use the reference
 
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        for name in ("weight", "style_weight", "content_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if len(self.layer_weights) != len(SD15_LAYERS):
+            raise ValueError(f"layer_weights needs {len(SD15_LAYERS)} numbers, got {len(self.layer_weights)}")
+        if self.end_sigma > self.start_sigma:
+            raise ValueError("end_at comes before start_at: the reference would never be used")
+        if self.mask is not None:
+            object.__setattr__(self, "mask", checked_mask(self.mask))
+
     def layer_weight(self, layer):
         branch = self.style_weight if layer.branch == "style" else self.content_weight
         return self.weight * branch * self.layer_weights[layer.index]
+
+
+def checked_mask(mask):
+    """A MASK as [M, H, W] float in 0..1, or ValueError saying what is wrong with it."""
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3 or mask.shape[0] == 0 or min(mask.shape[1:]) < 2:
+        raise ValueError(f"the mask must be [H, W] or [N, H, W] with sides of 2 px or more, got {tuple(mask.shape)}")
+    mask = mask.float()
+    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise ValueError("mask values must be finite and within 0..1")
+    return mask
 
 
 class Injection:
@@ -41,12 +67,17 @@ class Injection:
         width = deadiff.info.qformer.hidden_size
         zeros = torch.zeros(deadiff.info.qformer.num_query_tokens, width)
         active = MODES[settings.mode]
+        for branch in active:
+            if sources[branch][branch] is None:
+                raise ValueError(f"mode {settings.mode!r} needs {branch} tokens, but the {branch} reference only has "
+                                 f"{' and '.join(sources[branch].branches)}; pick a mode it has or a full DEADiff model")
+            if sources[branch][branch].shape[-1] != width:
+                raise ValueError(f"{branch} tokens are {sources[branch][branch].shape[-1]} wide; this DEADiff model "
+                                 f"takes {width}: encode the reference with the same DEADiff model")
         self.layer_tokens = {}
         for layer in SD15_LAYERS:
-            source = sources[layer.branch]
-            use = layer.branch in active and source[layer.branch] is not None
-            self.layer_tokens[layer.index] = source.combined(layer.branch, settings.combine) if use else zeros
-        # uncond rows and rows outside start/end get zero tokens, as many as the layer's real ones
+            use = layer.branch in active
+            self.layer_tokens[layer.index] = sources[layer.branch].combined(layer.branch, settings.combine) if use else zeros
         self._cache = {}
 
     def keys_values(self, layer, device, dtype):
@@ -80,6 +111,10 @@ class Injection:
         if mask is None:
             return None
         height, width = extra_options["original_shape"][-2:]
+        mask_height, mask_width = mask.shape[-2:]
+        if abs((mask_width / mask_height) / (width / height) - 1) > 0.1:
+            raise ValueError(f"DEADiff mask is {mask_width}x{mask_height}, the image {width * 8}x{height * 8}: "
+                             "give a mask with the image's aspect ratio (ideally the same size)")
         grid = next(((math.ceil(height / s), math.ceil(width / s)) for s in (1, 2, 4, 8, 16)
                      if math.ceil(height / s) * math.ceil(width / s) == length), None)
         if grid is None:

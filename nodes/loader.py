@@ -5,6 +5,7 @@ import folder_paths
 import torch
 
 from ..deadiff_core.checkpoint import CheckpointError, load_adapter
+from ..deadiff_core.comfy_adapter import ComfyDEADiff
 from . import model_folder
 
 model_folder.register()
@@ -46,7 +47,7 @@ class DEADiffLoader:
             adapter = load_adapter(path, dtype=weight_dtype, operations=comfy.ops.manual_cast)
         except CheckpointError as e:
             raise ValueError(f"DEADiff Loader: {e}") from None
-        return (adapter,)
+        return (ComfyDEADiff(adapter),)
 
 
 NODE_CLASS_MAPPINGS = {"DEADiffLoader": DEADiffLoader}

@@ -9,6 +9,8 @@ import time
 import urllib.error
 import urllib.request
 
+from scripts import run_workflow
+
 PACK_FOLDER_NAME = "ComfyUI-DEADiff"
 
 
@@ -63,6 +65,21 @@ class ComfyServer:
         status, body = self.request(path)
         assert status == 200, (path, status, body)
         return body
+
+    def run(self, prompt, timeout=600):
+        """Queue an API-format prompt and wait: (history entry or None, error message or None)."""
+        return run_workflow.run(self.url, prompt, timeout)
+
+    def free(self):
+        """Unload models and drop ComfyUI's output cache, so the next prompt executes every node."""
+        self.request("/free", {"unload_models": True, "free_memory": True})
+        time.sleep(2)  # the prompt worker applies these flags between prompts
+
+    def input_path(self, name):
+        return os.path.join(self.base_dir, "input", name)
+
+    def output_path(self, item):
+        return os.path.join(self.base_dir, item["type"], item["subfolder"], item["filename"])
 
     def model_path(self, folder, name):
         os.makedirs(os.path.join(self.base_dir, "models", folder), exist_ok=True)

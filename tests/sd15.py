@@ -1,5 +1,6 @@
 """Random-weight Stable Diffusion 1.5 at its full architecture, built with ComfyUI's own classes:
-an in-process MODEL, or a checkpoint file that ComfyUI's Load Checkpoint detects as SD1.5."""
+an in-process MODEL, or a checkpoint file that ComfyUI's Load Checkpoint detects as SD1.5; and
+an SDXL-family UNet file (Segmind Vega's shape, the smallest) for refusal tests."""
 import torch
 from safetensors.torch import save_file
 
@@ -49,3 +50,19 @@ def sd15_checkpoint(comfy, path, seed=0, dtype=torch.float16):
     for prefix, module in (("model.diffusion_model.", unet), ("first_stage_model.", vae), ("cond_stage_model.", clip)):
         sd.update({prefix + k: v.to(dtype) if v.is_floating_point() else v for k, v in module.state_dict().items()})
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+
+
+# Segmind Vega: SDXL's architecture with fewer transformer blocks (context 2048, like SDXL)
+VEGA_UNET = dict(SD15_UNET, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4], transformer_depth=[0, 0, 1, 1, 2, 2],
+                 transformer_depth_middle=0, transformer_depth_output=[0, 0, 0, 1, 1, 1, 2, 2, 2], num_heads=-1,
+                 num_head_channels=64, num_classes="sequential", use_linear_in_transformer=True, context_dim=2048,
+                 adm_in_channels=2816)
+
+
+def sdxl_shaped_unet_file(comfy, path):
+    """A UNet-only file (zeros, fp16) that ComfyUI's Load Diffusion Model detects as an SDXL-family model."""
+    import comfy.model_detection
+
+    config = comfy.model_detection.model_config_from_unet_config(dict(VEGA_UNET, dtype=torch.float16))
+    shapes = config.get_model({}, device="meta").diffusion_model.state_dict()
+    save_file({k: torch.zeros(v.shape, dtype=torch.float16) for k, v in shapes.items()}, str(path))

@@ -1,0 +1,33 @@
+"""Checks on reference images before they reach the vision model: ComfyUI IMAGE tensors
+[N, H, W, 3] with values in 0..1."""
+import torch
+
+MIN_SIDE = 32  # CLIP resizes to 224 px; below this there is no style left to read
+
+
+def check_reference_images(image):
+    """Raise ValueError saying what is wrong with an IMAGE batch, and what to do about it."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"expected an IMAGE batch [N, H, W, 3], got {shape}")
+    count, height, width, channels = image.shape
+    if count == 0:
+        raise ValueError("the image batch is empty")
+    if channels != 3:
+        kind = {1: "greyscale", 4: "RGBA"}.get(channels, f"{channels}-channel")
+        raise ValueError(f"the reference is a {kind} image ({channels} channels); DEADiff reads RGB. "
+                         "Load it with Load Image (which returns RGB) or drop the extra channels first.")
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(f"the reference image is {width}x{height} px; DEADiff needs at least {MIN_SIDE} px on each side "
+                         "(a few hundred is best)")
+    if not torch.isfinite(image).all():
+        raise ValueError("the reference image contains NaN or infinite values")
+    low, high = image.min().item(), image.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(f"reference pixel values span {low:g}..{high:g}; ComfyUI images are 0..1. "
+                         "A 16-bit image loaded without scaling looks like this: convert it to 8-bit.")
+    for i, single in enumerate(image):
+        white = (single == 1).float().mean().item()
+        if white >= 0.99:
+            raise ValueError(f"reference image {i + 1} is {white:.0%} pure white. ComfyUI's Load Image turns 16-bit "
+                             "greyscale PNGs white: save the reference as an 8-bit PNG or JPEG.")

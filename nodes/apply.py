@@ -1,0 +1,103 @@
+"""DEADiffApply / DEADiffApplyAdvanced: MODEL -> MODEL with DEADiff on its 16 cross-attention layers."""
+import math
+
+from ..deadiff_core.attention import MODES
+from ..deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
+from ..deadiff_core.layer_weights import PRESETS, format_weights, parse_layer_weights
+from ..deadiff_core.tokens import COMBINE_METHODS
+
+WEIGHT = {"min": 0.0, "max": 5.0, "step": 0.05}
+
+
+def _basic_inputs():
+    return {
+        "model": ("MODEL", {"tooltip": "An SD1.x model (SD1.5 or a fine-tune); SDXL and SD2.x are not supported."}),
+        "deadiff": ("DEADIFF", {"tooltip": "From Load DEADiff Model."}),
+        "tokens": ("DEADIFF_TOKENS", {"tooltip": "From DEADiff Encode, Mix or Load Tokens."}),
+        "mode": (list(MODES), {
+            "default": "style",
+            "tooltip": "style: the reference's style, the prompt's subject (the official default). content: the "
+                       "reference's subject, the prompt's style. style and content: both."}),
+        "weight": ("FLOAT", {"default": 1.0, **WEIGHT,
+                             "tooltip": "Scales the reference's keys and values (official img_weight: 1.0; 0-2 is useful)."}),
+        "start_at": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                               "tooltip": "Fraction of denoising after which the reference starts acting."}),
+        "end_at": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                             "tooltip": "Fraction of denoising after which the reference stops acting "
+                                        "(the layers then see DEADiff's 'no reference' zero tokens)."}),
+    }
+
+
+def _patched_model(node, model, deadiff, tokens, start_at, end_at, content_tokens=None, **settings):
+    sampling = model.get_model_object("model_sampling")
+    try:
+        if not all(math.isfinite(v) and 0 <= v <= 1 for v in (start_at, end_at)):
+            raise ValueError(f"start_at={start_at} and end_at={end_at} must be fractions within 0..1")
+        settings = InjectionSettings(start_sigma=sampling.percent_to_sigma(start_at),
+                                     end_sigma=sampling.percent_to_sigma(end_at), **settings)
+        return (apply_deadiff(model, deadiff, tokens, settings, content_tokens),)
+    except ValueError as e:
+        raise ValueError(f"{node}: {e}") from None
+
+
+class DEADiffApply:
+    DESCRIPTION = ("Conditions an SD1.x MODEL on a reference: style tokens go to the fine cross-attention layers, "
+                   "content tokens to the coarse ones, joined to the text keys/values as in the DEADiff paper. "
+                   "Defaults reproduce the official inference.")
+    CATEGORY = "DEADiff"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("A copy of the model with DEADiff applied; the input model is left unchanged.",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _basic_inputs()}
+
+    def apply(self, model, deadiff, tokens, mode, weight, start_at, end_at):
+        return _patched_model("DEADiff Apply", model, deadiff, tokens, start_at, end_at, mode=mode, weight=weight)
+
+
+class DEADiffApplyAdvanced:
+    DESCRIPTION = ("DEADiff Apply with every control: separate style and content weights and references, "
+                   "per-layer weights, how several references combine, and a mask limiting the reference to a region.")
+    CATEGORY = "DEADiff"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = DEADiffApply.OUTPUT_TOOLTIPS
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                **_basic_inputs(),
+                "style_weight": ("FLOAT", {"default": 1.0, **WEIGHT, "tooltip": "Extra factor on the 11 style layers."}),
+                "content_weight": ("FLOAT", {"default": 1.0, **WEIGHT, "tooltip": "Extra factor on the 5 content layers."}),
+                "layer_weights": ("STRING", {
+                    "default": format_weights(PRESETS["all"]),
+                    "tooltip": "16 factors, one per cross-attention layer from the first down block to the last up "
+                               "block (content layers are 5-9), or a preset: " + ", ".join(PRESETS) + "."}),
+                "combine": (list(COMBINE_METHODS), {
+                    "default": "average",
+                    "tooltip": "Several references: average their tokens (16 tokens), or concat them (16 per "
+                               "reference, each kept). For ratios, use DEADiff Mix."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Where the reference acts (1) and where not (0); the image's aspect ratio."}),
+                "content_tokens": ("DEADIFF_TOKENS", {
+                    "tooltip": "A separate reference for the content layers; tokens then feeds the style layers only."}),
+            },
+        }
+
+    def apply(self, model, deadiff, tokens, mode, weight, start_at, end_at, style_weight, content_weight, layer_weights,
+              combine, mask=None, content_tokens=None):
+        try:
+            weights = parse_layer_weights(layer_weights)
+        except ValueError as e:
+            raise ValueError(f"DEADiff Apply Advanced: {e}") from None
+        return _patched_model("DEADiff Apply Advanced", model, deadiff, tokens, start_at, end_at, content_tokens,
+                              mode=mode, weight=weight, style_weight=style_weight, content_weight=content_weight,
+                              layer_weights=weights, combine=combine, mask=mask)
+
+
+NODE_CLASS_MAPPINGS = {"DEADiffApply": DEADiffApply, "DEADiffApplyAdvanced": DEADiffApplyAdvanced}
+NODE_DISPLAY_NAME_MAPPINGS = {"DEADiffApply": "DEADiff Apply", "DEADiffApplyAdvanced": "DEADiff Apply (Advanced)"}

@@ -1,0 +1,43 @@
+"""DEADiffEncode: reference images -> DEADIFF_TOKENS (style and content tokens per image)."""
+from ..deadiff_core.images import check_reference_images
+
+
+class DEADiffEncode:
+    DESCRIPTION = ("Reads reference images with CLIP ViT-L/14 and DEADiff's two Q-Formers: 16 style tokens and "
+                   "16 content tokens per image. Each image of the batch becomes one reference.")
+    CATEGORY = "DEADiff"
+    RETURN_TYPES = ("DEADIFF_TOKENS",)
+    OUTPUT_TOOLTIPS = ("Style and content tokens, one set per reference image: connect to DEADiff Apply, Mix or Save Tokens.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "deadiff": ("DEADIFF", {"tooltip": "From Load DEADiff Model."}),
+                "image": ("IMAGE", {"tooltip": "The reference image(s); squashed to 224x224 like the official code, "
+                                               "so centre-crop it yourself if the style sits in one part."}),
+            },
+            "optional": {
+                "clip_vision": ("CLIP_VISION", {
+                    "tooltip": "CLIP ViT-L/14 (224 px) from Load CLIP Vision. Leave unconnected to use the vision "
+                               "tower inside deadiff_v1.ckpt (or an adapter converted with --with-vision)."}),
+            },
+        }
+
+    def encode(self, deadiff, image, clip_vision=None):
+        try:
+            check_reference_images(image)
+        except ValueError as e:
+            raise ValueError(f"DEADiff Encode: {e}") from None
+        if clip_vision is None:
+            clip_vision = deadiff.embedded_clip_vision()
+        if clip_vision is None:
+            raise ValueError("DEADiff Encode: this DEADiff file has no vision tower of its own (converted without "
+                             "--with-vision). Connect Load CLIP Vision with CLIP ViT-L/14 (e.g. clip_vision_l / "
+                             "CLIP-ViT-L-14.safetensors) to the clip_vision input.")
+        return (deadiff.encode(image, clip_vision),)
+
+
+NODE_CLASS_MAPPINGS = {"DEADiffEncode": DEADiffEncode}
+NODE_DISPLAY_NAME_MAPPINGS = {"DEADiffEncode": "DEADiff Encode Reference"}

@@ -1,0 +1,86 @@
+"""DEADiffSaveTokens / DEADiffLoadTokens: encode a reference once, reuse its tokens from a file.
+Files stay inside ComfyUI's output (save) and input/output (load) folders."""
+import os
+
+import folder_paths
+
+from ..deadiff_core.token_io import load_tokens, save_tokens
+
+EXTENSION = ".safetensors"
+OUTPUT = " [output]"
+
+
+def _token_files(base_dir):
+    found = []
+    for root, _, files in os.walk(base_dir, followlinks=True):
+        found += [os.path.relpath(os.path.join(root, f), base_dir).replace(os.sep, "/") for f in files if f.endswith(EXTENSION)]
+    return sorted(found)
+
+
+def _resolve(name):
+    """The file a list entry names, refusing anything that escapes its folder."""
+    relative, base_dir = folder_paths.annotated_filepath(name)
+    base_dir = os.path.realpath(base_dir or folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(base_dir, relative))
+    if os.path.commonpath((base_dir, path)) != base_dir:
+        raise ValueError(f"{name!r} lies outside ComfyUI's input/output folders")
+    if not os.path.isfile(path):
+        raise ValueError(f"{name!r} does not exist (any more)")
+    return path
+
+
+class DEADiffSaveTokens:
+    DESCRIPTION = "Saves reference tokens to ComfyUI's output folder, so a later workflow can skip the encoder."
+    CATEGORY = "DEADiff"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "tokens": ("DEADIFF_TOKENS", {"tooltip": "From DEADiff Encode or Mix."}),
+            "filename_prefix": ("STRING", {"default": "deadiff/tokens",
+                                           "tooltip": "Path under the output folder; a counter and .safetensors are added."}),
+        }}
+
+    def save(self, tokens, filename_prefix):
+        output_dir = folder_paths.get_output_directory()
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
+        filename = f"{name}_{counter:05}_{EXTENSION}"
+        save_tokens(os.path.join(folder, filename), tokens)
+        saved = os.path.join(subfolder, filename).replace(os.sep, "/")
+        return {"ui": {"deadiff_tokens": [{"filename": filename, "subfolder": subfolder, "type": "output",
+                                           "load_as": saved + OUTPUT}]}}
+
+
+class DEADiffLoadTokens:
+    DESCRIPTION = ("Loads reference tokens saved by DEADiff Save Tokens, from ComfyUI's input folder or (marked "
+                   "[output]) its output folder.")
+    CATEGORY = "DEADiff"
+    RETURN_TYPES = ("DEADIFF_TOKENS",)
+    OUTPUT_TOOLTIPS = ("The saved style and content tokens.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = _token_files(folder_paths.get_input_directory())
+        files += [f + OUTPUT for f in _token_files(folder_paths.get_output_directory())]
+        return {"required": {"tokens_file": (files, {"tooltip": "A .safetensors file written by DEADiff Save Tokens."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, tokens_file):
+        try:
+            return os.path.getmtime(_resolve(tokens_file))
+        except ValueError:
+            return float("nan")  # never equal: the error is reported again
+
+    def load(self, tokens_file):
+        try:
+            return (load_tokens(_resolve(tokens_file)),)
+        except ValueError as e:
+            raise ValueError(f"DEADiff Load Tokens: {e}") from None
+
+
+NODE_CLASS_MAPPINGS = {"DEADiffSaveTokens": DEADiffSaveTokens, "DEADiffLoadTokens": DEADiffLoadTokens}
+NODE_DISPLAY_NAME_MAPPINGS = {"DEADiffSaveTokens": "DEADiff Save Tokens", "DEADiffLoadTokens": "DEADiff Load Tokens"}

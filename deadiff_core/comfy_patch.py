@@ -166,25 +166,36 @@ class DEADiffAttentionPatch:
         return self
 
 
-def check_sd1_model(model, deadiff):
-    """Refuse anything but an SD1.x UNet whose cross-attention layers match the adapter's projections."""
-    unet = model.get_model_object("diffusion_model")
-    family = type(getattr(model.model, "model_config", model.model)).__name__
+CONTEXT_FAMILIES = {1024: "an SD2.x-family model", 2048: "an SDXL-family model", 1280: "an SDXL refiner"}
+
+
+def _layer_mismatch(unet, deadiff):
+    """Why this UNet's cross-attention layers do not fit the adapter's projections, or None."""
     for layer in SD15_LAYERS:
         try:
             attn2 = unet.get_submodule(f"{layer.ldm_block}.transformer_blocks.0.attn2")
-            context, channels = attn2.to_k.in_features, attn2.to_q.in_features
         except AttributeError:
-            reason = f"it has no cross-attention at {layer.ldm_block}"
-            break
-        expected = deadiff.adapter.projections[layer.index].i_to_k.out_features if layer.index in deadiff.adapter.projections else channels
+            return f"it has no cross-attention at {layer.ldm_block}"
+        context, channels = attn2.to_k.in_features, attn2.to_q.in_features
+        projections = deadiff.adapter.projections
+        expected = projections[layer.index].i_to_k.out_features if layer.index in projections else channels
         if context != 768 or channels != expected:
-            reason = f"text context {context} and {channels} channels at {layer.ldm_block}, where SD1.x has 768 and {expected}"
-            break
+            return f"text context {context} and {channels} channels at {layer.ldm_block}, where SD1.x has 768 and {expected}"
+    return None
+
+
+def check_sd1_model(model, deadiff):
+    """Refuse anything but an SD1.x UNet whose cross-attention layers match the adapter's projections."""
+    config = getattr(model.model, "model_config", None)
+    family = type(config).__name__ if config is not None else type(model.model).__name__
+    context = (getattr(config, "unet_config", None) or {}).get("context_dim")
+    if context in CONTEXT_FAMILIES:
+        reason = f"{CONTEXT_FAMILIES[context]} (text context {context}, SD1.x has 768)"
     else:
-        return
-    raise ValueError(f"DEADiff's released weights are for SD1.x models (SD1.5 and its fine-tunes); this MODEL is {family}: "
-                     f"{reason}. Load an SD1.5-based checkpoint for DEADiff.")
+        reason = _layer_mismatch(model.get_model_object("diffusion_model"), deadiff)
+    if reason:
+        raise ValueError(f"DEADiff's released weights are for SD1.x models (SD1.5 and its fine-tunes); this MODEL is "
+                         f"{family}: {reason}. Load an SD1.5-based checkpoint for DEADiff.")
 
 
 def apply_deadiff(model, deadiff, tokens, settings, content_tokens=None):

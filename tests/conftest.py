@@ -51,3 +51,11 @@ def comfy_server(tmp_path_factory):
     server = ComfyServer(COMFYUI_PATH, REPO_ROOT, str(tmp_path_factory.mktemp("comfyui_base")))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(comfy, comfy_server):
+    """The session's server with the files tests/graphs.py's graph names."""
+    from graphs import install_models
+
+    return install_models(comfy, comfy_server)

@@ -1,0 +1,66 @@
+"""The graph a user builds, as an API-format prompt, and the random-weight files it names:
+an SD1.5 checkpoint and a DEADiff file with a full ViT-L and a one-layer Q-Former."""
+import os
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from conftest import REFERENCE_IMAGES
+from deadiff_core.synthetic import OfficialLayout, official_state_dict, save_official_checkpoint
+from sd15 import sd15_checkpoint
+
+# the real ViT-L/14 and token width; a one-layer Q-Former keeps the file at about 1.4 GB
+E2E_LAYOUT = OfficialLayout(qformer_layers=1, intermediate=256, vocab=4200, positions=16, proj_hidden=256)
+CHECKPOINT, DEADIFF, REFERENCE = "sd15_random.safetensors", "deadiff_random.ckpt", "deadiff_style_01.jpeg"
+NODES = {"DEADiffLoader": ["DEADIFF"], "DEADiffEncode": ["DEADIFF_TOKENS"], "DEADiffApply": ["MODEL"],
+         "DEADiffApplyAdvanced": ["MODEL"], "DEADiffMix": ["DEADIFF_TOKENS"], "DEADiffSaveTokens": [],
+         "DEADiffLoadTokens": ["DEADIFF_TOKENS"]}
+
+
+def install_models(comfy, server):
+    """Put the files the graph names into the server's folders (once per session)."""
+    path = server.model_path("checkpoints", CHECKPOINT)
+    if not os.path.exists(path):
+        sd15_checkpoint(comfy, path, seed=21)
+        save_official_checkpoint(server.model_path("deadiff", DEADIFF),
+                                 official_state_dict(E2E_LAYOUT, seed=22, with_other_parts=False))
+        shutil.copy(f"{REFERENCE_IMAGES}/style_01.jpeg", server.input_path(REFERENCE))
+    return server
+
+
+def graph(with_deadiff=True, seed=5, apply_node="DEADiffApply", **apply_inputs):
+    """Load Checkpoint -> (DEADiff Load/Encode/Apply) -> KSampler 2 steps at 128 px -> VAE Decode -> Save."""
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a monkey playing with a banana"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "lowres, blurry"}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "5": {"class_type": "DEADiffLoader", "inputs": {"deadiff_name": DEADIFF}},
+        "6": {"class_type": "LoadImage", "inputs": {"image": REFERENCE}},
+        "7": {"class_type": "DEADiffEncode", "inputs": {"deadiff": ["5", 0], "image": ["6", 0]}},
+        "8": {"class_type": apply_node, "inputs": {"model": ["1", 0], "deadiff": ["5", 0], "tokens": ["7", 0],
+                                                   "mode": "style", "weight": 1.0, "start_at": 0.0, "end_at": 1.0,
+                                                   **apply_inputs}},
+        "9": {"class_type": "KSampler", "inputs": {"model": ["8", 0] if with_deadiff else ["1", 0], "seed": seed,
+                                                   "steps": 2, "cfg": 8.0, "sampler_name": "ddim",
+                                                   "scheduler": "ddim_uniform", "positive": ["2", 0],
+                                                   "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "e2e"}},
+    }
+    if not with_deadiff:
+        for node in ("5", "6", "7", "8"):
+            del prompt[node]
+    return prompt
+
+
+def saved_image(server, entry):
+    (item,) = entry["outputs"]["11"]["images"]
+    return item["filename"], np.asarray(Image.open(server.output_path(item)), dtype=np.int16)
+
+
+def run_ok(server, prompt):
+    entry, error = server.run(prompt)
+    assert error is None, f"{error}\n{server.log()[-3000:]}"
+    return entry

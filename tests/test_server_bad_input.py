@@ -1,0 +1,116 @@
+"""Bad input through a real ComfyUI server: a node error that says what is wrong and what to do,
+and the server keeps serving the next good prompt."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from graphs import graph, run_ok, saved_image
+from sd15 import sdxl_shaped_unet_file
+
+SEEDS = iter(range(100, 200))
+
+
+def with_image(name):
+    prompt = graph()
+    prompt["6"]["inputs"]["image"] = name
+    return prompt
+
+
+def write_png(server, name, array):
+    Image.fromarray(array).save(server.input_path(name))
+    return name
+
+
+def non_deadiff_file(server):
+    save_file({"image_proj.proj.weight": torch.zeros(3072, 1024), "ip_adapter.1.to_k_ip.weight": torch.zeros(320, 768)},
+              server.model_path("deadiff", "ip-adapter_sd15.safetensors"))
+    prompt = graph()
+    prompt["5"]["inputs"]["deadiff_name"] = "ip-adapter_sd15.safetensors"
+    return prompt
+
+
+def sdxl_model(server):
+    import comfy  # imported by the server fixture's comfy fixture
+
+    path = server.model_path("diffusion_models", "sdxl_shaped.safetensors")
+    sdxl_shaped_unet_file(comfy, path)
+    prompt = graph()
+    prompt["12"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "sdxl_shaped.safetensors", "weight_dtype": "default"}}
+    prompt["8"]["inputs"]["model"] = ["12", 0]
+    return prompt
+
+
+def rgba_image(server):
+    prompt = graph()
+    prompt["12"] = {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["6", 0], "alpha": ["6", 1]}}
+    prompt["7"]["inputs"]["image"] = ["12", 0]
+    return prompt
+
+
+def sixteen_bit_png(server):
+    gradient = np.linspace(0, 65535, 256 * 256).reshape(256, 256).astype(np.uint16)
+    return with_image(write_png(server, "grey16.png", gradient))
+
+
+def mask_of_another_shape(server):
+    prompt = graph(apply_node="DEADiffApplyAdvanced", style_weight=1.0, content_weight=1.0, layer_weights="all",
+                   combine="average", mask=["12", 0])
+    prompt["12"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 128, "height": 48}}
+    return prompt
+
+
+def tokens_from_elsewhere(server):
+    save_file({"embeddings": torch.zeros(4, 768)}, server.input_path("someone_elses.safetensors"))
+    prompt = graph()
+    prompt["7"] = {"class_type": "DEADiffLoadTokens", "inputs": {"tokens_file": "someone_elses.safetensors"}}
+    return prompt
+
+
+def corrupt_tokens_file(server):
+    with open(server.input_path("broken_tokens.safetensors"), "wb") as f:
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    prompt = graph()
+    prompt["7"] = {"class_type": "DEADiffLoadTokens", "inputs": {"tokens_file": "broken_tokens.safetensors"}}
+    return prompt
+
+
+def weight(value):
+    def build(server):
+        prompt = graph()
+        prompt["8"]["inputs"]["weight"] = value
+        return prompt
+    return build
+
+
+CASES = {
+    "IP-Adapter file": (non_deadiff_file, ["DEADiff Loader", "ip-adapter_sd15.safetensors", "IP-Adapter"]),
+    "SDXL-shaped model": (sdxl_model, ["DEADiff Apply", "for SD1.x models", "SDXL-family", "2048", "Load an SD1.5-based checkpoint"]),
+    "1x1 image": (lambda s: with_image(write_png(s, "dot.png", np.zeros((1, 1, 3), np.uint8))), ["1x1 px", "at least"]),
+    "RGBA image": (rgba_image, ["RGBA", "4 channels"]),
+    "16-bit greyscale PNG": (sixteen_bit_png, ["pure white", "16-bit", "8-bit"]),
+    "mask of another shape": (mask_of_another_shape, ["mask is 128x48", "aspect ratio"]),
+    "NaN weight": (weight(math.nan), ["DEADiff Apply", "weight must be a finite number"]),
+    "tokens file from elsewhere": (tokens_from_elsewhere, ["not a DEADiff tokens file", "DEADiff Save Tokens"]),
+    "corrupt tokens file": (corrupt_tokens_file, ["broken_tokens.safetensors", "not a readable safetensors file"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gives_a_clear_node_error_and_the_server_keeps_serving(server, case):
+    build, expected = CASES[case]
+    entry, error = server.run(build(server))
+    assert error is not None, f"{case} ran without an error"
+    assert "Traceback" not in error and all(text in error for text in expected), error
+    good = graph(seed=next(SEEDS))  # a new seed: KSampler really runs again
+    _, image = saved_image(server, run_ok(server, good))
+    assert image.std() > 0
+
+
+def test_negative_weight_is_refused_before_running(server):
+    prompt = weight(-1.0)(server)
+    entry, error = server.run(prompt)
+    assert entry is None and "weight" in error and "smaller than min" in error

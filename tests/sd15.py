@@ -66,3 +66,31 @@ def sdxl_shaped_unet_file(comfy, path):
     config = comfy.model_detection.model_config_from_unet_config(dict(VEGA_UNET, dtype=torch.float16))
     shapes = config.get_model({}, device="meta").diffusion_model.state_dict()
     save_file({k: torch.zeros(v.shape, dtype=torch.float16) for k, v in shapes.items()}, str(path))
+
+
+def sd15_controlnet_file(comfy, path, seed=0):
+    """A random SD1.5 ControlNet in the original control_model.* layout (fp16), as ControlNetLoader reads it."""
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    config = {k: v for k, v in SD15_UNET.items() if k != "out_channels"}
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, dtype=torch.float32, device="cpu",
+                                     operations=comfy.ops.disable_weight_init, **config)
+    randomize(net, seed)
+    save_file({"control_model." + k: v.to(torch.float16).contiguous() for k, v in net.state_dict().items()}, str(path))
+
+
+def sd15_lora_file(path, seed=0, rank=4):
+    """A random kohya-format LoRA on every attn1/attn2 q/k/v of the SD1.5 UNet."""
+    generator = torch.Generator().manual_seed(seed)
+    sd = {}
+    for block, channels in (("input_blocks_1_1", 320), ("input_blocks_4_1", 640), ("middle_block_1", 1280),
+                            ("output_blocks_9_1", 320)):
+        for attn, source in (("attn1", channels), ("attn2", 768)):
+            for proj in ("to_q", "to_k", "to_v"):
+                name = f"lora_unet_{block}_transformer_blocks_0_{attn}_{proj}"
+                width = channels if proj == "to_q" else source
+                sd[f"{name}.lora_down.weight"] = torch.randn(rank, width, generator=generator) * 0.1
+                sd[f"{name}.lora_up.weight"] = torch.randn(channels, rank, generator=generator) * 0.1
+                sd[f"{name}.alpha"] = torch.tensor(float(rank))
+    save_file(sd, str(path))

@@ -68,3 +68,51 @@ def test_headless_workflow_runner(server, tmp_path):
     workflow.write_text(json.dumps(broken))
     failed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert failed.returncode == 1 and "DEADiffLoader" in failed.stderr and "missing.ckpt" in failed.stderr
+
+
+def test_lora_and_controlnet_compose_with_deadiff_in_either_order(server, comfy):
+    from sd15 import sd15_controlnet_file, sd15_lora_file
+
+    sd15_lora_file(server.model_path("loras", "random_lora.safetensors"), seed=31)
+    sd15_controlnet_file(comfy, server.model_path("controlnet", "random_canny.safetensors"), seed=32)
+
+    def with_lora_and_controlnet(lora_first):
+        prompt = graph()
+        prompt["12"] = {"class_type": "LoraLoaderModelOnly",
+                        "inputs": {"model": ["1", 0] if lora_first else ["8", 0], "lora_name": "random_lora.safetensors",
+                                   "strength_model": 1.0}}
+        if lora_first:
+            prompt["8"]["inputs"]["model"] = ["12", 0]
+        prompt["13"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "random_canny.safetensors"}}
+        prompt["14"] = {"class_type": "Canny", "inputs": {"image": ["6", 0], "low_threshold": 0.4, "high_threshold": 0.8}}
+        prompt["15"] = {"class_type": "ControlNetApplyAdvanced",
+                        "inputs": {"positive": ["2", 0], "negative": ["3", 0], "control_net": ["13", 0], "image": ["14", 0],
+                                   "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}}
+        prompt["9"]["inputs"].update(model=["8", 0] if lora_first else ["12", 0], positive=["15", 0], negative=["15", 1])
+        return prompt
+
+    _, deadiff_only = saved_image(server, run_ok(server, graph()))
+    _, after = saved_image(server, run_ok(server, with_lora_and_controlnet(lora_first=False)))
+    _, before = saved_image(server, run_ok(server, with_lora_and_controlnet(lora_first=True)))
+    assert np.abs(after - deadiff_only).mean() > 2  # LoRA and ControlNet act alongside DEADiff
+    assert np.array_equal(after, before)  # and DEADiff's patches commute with LoRA's weight patches
+
+
+def test_mix_with_all_weight_on_one_reference_equals_that_reference(server):
+    import shutil
+
+    from conftest import REFERENCE_IMAGES
+
+    shutil.copy(f"{REFERENCE_IMAGES}/style_03.jpeg", server.input_path("deadiff_style_03.jpeg"))
+    mixed = graph()
+    mixed["16"] = {"class_type": "LoadImage", "inputs": {"image": "deadiff_style_03.jpeg"}}
+    mixed["17"] = {"class_type": "DEADiffEncode", "inputs": {"deadiff": ["5", 0], "image": ["16", 0]}}
+    mixed["18"] = {"class_type": "DEADiffMix", "inputs": {"tokens_1": ["7", 0], "ratio_1": 1.0,
+                                                          "tokens_2": ["17", 0], "ratio_2": 0.0}}
+    mixed["8"]["inputs"]["tokens"] = ["18", 0]
+    _, only_first = saved_image(server, run_ok(server, mixed))
+    _, first = saved_image(server, run_ok(server, graph()))
+    assert np.array_equal(only_first, first)
+    mixed["18"]["inputs"].update(ratio_1=0.5, ratio_2=0.5)
+    _, half = saved_image(server, run_ok(server, mixed))
+    assert np.abs(half - first).mean() > 0.5

@@ -51,28 +51,29 @@ def run(model, inputs, cond_or_uncond=(0, 1)):
         return model.model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)
 
 
-def apply(comfy_model, deadiff, tokens, **settings):
+def apply(comfy_model, deadiff, tokens, content_tokens=None, **settings):
     from deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
-    return apply_deadiff(comfy_model, deadiff, tokens, InjectionSettings(**settings))
+    return apply_deadiff(comfy_model, deadiff, tokens, InjectionSettings(**settings), content_tokens)
 
 
-def reference_run(unet, official, inputs, tokens_by_branch, weights):
+def reference_run(unet, official, inputs, tokens_by_branch, weights, layer_weights=(1.0,) * 16):
     """Spec §2 written out: K = [to_k(text); w i_to_k(img)], V likewise, one softmax, zero rows for "no image".
 
-    tokens_by_branch[branch] is the [16, 768] set for the conditional row, or None for zero tokens.
+    tokens_by_branch[branch] is the [T, 768] set for the conditional row, or None for 16 zero tokens;
+    the unconditional row gets as many zero tokens as the conditional one.
     """
     diffusion_model = unet.model.diffusion_model
     originals = {}
 
-    def make_forward(attn2, block, branch):
+    def make_forward(attn2, index, block, branch):
         prefix = f"model.diffusion_model.{block}.transformer_blocks.0.attn2."
         w_k, w_v = official[prefix + "i_to_k.weight"], official[prefix + "i_to_v.weight"]
-        w = weights[branch]
+        w = weights[branch] * layer_weights[index]
 
         def forward(x, context=None, value=None, mask=None, transformer_options={}):
             q, k, v = attn2.to_q(x), attn2.to_k(context), attn2.to_v(context)
             cond = tokens_by_branch[branch] if tokens_by_branch[branch] is not None else torch.zeros(16, 768)
-            img = torch.stack([cond, torch.zeros(16, 768)])  # rows: [cond ; uncond]
+            img = torch.stack([cond, torch.zeros_like(cond)])  # rows: [cond ; uncond]
             keys = torch.cat([k, w * img @ w_k.T], 1).double()
             values = torch.cat([v, w * img @ w_v.T], 1).double()
             heads, d = attn2.heads, q.shape[-1] // attn2.heads
@@ -83,10 +84,10 @@ def reference_run(unet, official, inputs, tokens_by_branch, weights):
         return forward
 
     try:
-        for _, block, _, branch in SPEC_LAYERS:
+        for index, (_, block, _, branch) in enumerate(SPEC_LAYERS):
             attn2 = diffusion_model.get_submodule(f"{block}.transformer_blocks.0.attn2")
             originals[block] = attn2
-            attn2.forward = make_forward(attn2, block, branch)
+            attn2.forward = make_forward(attn2, index, block, branch)
         return run(unet, inputs)
     finally:
         for attn2 in originals.values():
@@ -106,6 +107,22 @@ def test_patched_unet_equals_written_out_deadiff(comfy, unet, official, deadiff,
     got = run(patched, inputs)
     assert relative_error(got, expected) <= 1e-4
     assert relative_error(run(unet, inputs), expected) > 1e-3  # the reference really changes the output
+
+
+@pytest.mark.parametrize("combine", ["average", "concat"])
+def test_several_references_layer_weights_and_a_separate_content_reference(comfy, unet, official, deadiff, inputs, combine):
+    from deadiff_core.layer_weights import parse_layer_weights
+
+    g = torch.Generator().manual_seed(16)
+    styles = ReferenceTokens(style=torch.randn(2, 16, 768, generator=g), content=torch.randn(2, 16, 768, generator=g))
+    content = ReferenceTokens(style=torch.randn(1, 16, 768, generator=g), content=torch.randn(1, 16, 768, generator=g))
+    layer_weights = parse_layer_weights("1, 0.5, 2, 1, 0, 1, 1.5, 1, 1, 0.25, 1, 1, 1, 1, 3, 1")
+    patched = apply(unet, deadiff, styles, content, mode="style and content", weight=0.9, style_weight=1.1,
+                                 content_weight=0.7, layer_weights=layer_weights, combine=combine)
+    style_rows = torch.cat([styles.style[0], styles.style[1]]) if combine == "concat" else (styles.style[0] + styles.style[1]) / 2
+    expected = reference_run(unet, official, inputs, {"style": style_rows, "content": content.content[0]},
+                             {"style": 0.9 * 1.1, "content": 0.9 * 0.7}, layer_weights)
+    assert relative_error(run(patched, inputs), expected) <= 1e-4
 
 
 def test_every_layer_is_reached_with_its_branch(comfy, unet, deadiff, tokens, inputs):

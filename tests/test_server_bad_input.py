@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
 from graphs import graph, run_ok, saved_image
 from sd15 import sdxl_shaped_unet_file
 
@@ -30,6 +31,13 @@ def non_deadiff_file(server):
               server.model_path("deadiff", "ip-adapter_sd15.safetensors"))
     prompt = graph()
     prompt["5"]["inputs"]["deadiff_name"] = "ip-adapter_sd15.safetensors"
+    return prompt
+
+
+def adapter_without_vision(server):
+    save_official_checkpoint(server.model_path("deadiff", "no_vision.ckpt"), official_state_dict(TINY, with_vision=False))
+    prompt = graph()
+    prompt["5"]["inputs"]["deadiff_name"] = "no_vision.ckpt"
     return prompt
 
 
@@ -88,6 +96,7 @@ def weight(value):
 
 CASES = {
     "IP-Adapter file": (non_deadiff_file, ["DEADiff Loader", "ip-adapter_sd15.safetensors", "IP-Adapter"]),
+    "no vision tower, no clip_vision": (adapter_without_vision, ["DEADiff Encode", "no vision tower", "Load CLIP Vision"]),
     "SDXL-shaped model": (sdxl_model, ["DEADiff Apply", "for SD1.x models", "SDXL-family", "2048", "Load an SD1.5-based checkpoint"]),
     "1x1 image": (lambda s: with_image(write_png(s, "dot.png", np.zeros((1, 1, 3), np.uint8))), ["1x1 px", "at least"]),
     "RGBA image": (rgba_image, ["RGBA", "4 channels"]),

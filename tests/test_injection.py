@@ -175,6 +175,9 @@ def test_input_model_is_never_mutated_and_clones_share_weights(comfy, unet, dead
     b = clone.model_options["transformer_options"]["patches_replace"]["attn2"]
     assert all(a[k] is b[k] for k in a)
     assert set(map(id, clone.model_patches_models())) == {id(deadiff.projections_patcher)}
+    clone.model_patches_to(torch.device("cpu"))  # what ComfyUI calls before sampling
+    clone.model_patches_to(torch.float16)
+    assert clone.model_options["transformer_options"]["patches_replace"]["attn2"] == b
 
 
 def test_image_keys_values_are_computed_once_per_generation(comfy, unet, deadiff, tokens, inputs, monkeypatch):

@@ -123,3 +123,20 @@ def test_negative_weight_is_refused_before_running(server):
     prompt = weight(-1.0)(server)
     entry, error = server.run(prompt)
     assert entry is None and "weight" in error and "smaller than min" in error
+
+
+@pytest.mark.parametrize("node,inputs", [
+    ("DEADiffLoadTokens", {"tokens_file": "../../outside.safetensors"}),
+    ("DEADiffSaveTokens", {"filename_prefix": "../../outside/tokens"}),
+])
+def test_token_files_stay_inside_comfyuis_folders(server, node, inputs):
+    import os
+
+    save_file({"x": torch.zeros(1)}, os.path.join(server.base_dir, "outside.safetensors"))
+    prompt = {key: value for key, value in graph().items() if key in ("5", "6", "7")}
+    prompt["20"] = {"class_type": node, "inputs": {"tokens": ["7", 0], **inputs} if node == "DEADiffSaveTokens" else inputs}
+    if node == "DEADiffLoadTokens":
+        prompt["21"] = {"class_type": "DEADiffSaveTokens", "inputs": {"tokens": ["20", 0], "filename_prefix": "x"}}
+    entry, error = server.run(prompt)
+    assert error is not None and ("Value not in list" in error or "outside the output folder" in error), error
+    assert not os.path.exists(os.path.join(os.path.dirname(server.base_dir), "outside"))

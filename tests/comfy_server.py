@@ -27,7 +27,8 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         for folder in ("custom_nodes", "models", "input", "output"):
             os.makedirs(os.path.join(base_dir, folder), exist_ok=True)
-        os.symlink(repo_root, os.path.join(base_dir, "custom_nodes", PACK_FOLDER_NAME))
+        if repo_root:  # else the caller has put the pack into custom_nodes itself
+            os.symlink(repo_root, os.path.join(base_dir, "custom_nodes", PACK_FOLDER_NAME))
         self.log_path = os.path.join(base_dir, "server.log")
         command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", base_dir,
                    "--disable-auto-launch", "--disable-api-nodes"]

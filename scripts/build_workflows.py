@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Writes workflows/*.json, the UI-format workflows users drag into ComfyUI, from the short
+descriptions below and the node definitions a running ComfyUI server reports (/object_info), so
+socket and widget order always match the nodes. Standard library only.
+
+    python scripts/build_workflows.py --url http://127.0.0.1:8188 [--out workflows]
+"""
+import argparse
+import json
+import os
+import urllib.request
+
+# the files the workflows name: the real releases (see the README's model table)
+SD15 = "v1-5-pruned-emaonly.safetensors"
+DEADIFF = "deadiff_v1.ckpt"
+LORA = "add_detail.safetensors"
+CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
+STYLE_IMAGE, CONTENT_IMAGE, SECOND_STYLE_IMAGE = "deadiff_style.png", "deadiff_content.png", "deadiff_style_2.png"
+SAVED_TOKENS = "deadiff/tokens_00001_.safetensors [output]"
+# official inference (DEADIFF_SPEC §5)
+NEGATIVE = ("over-exposure, under-exposure, saturated, duplicate, out of frame, lowres, cropped, worst quality, low "
+            "quality, jpeg artifacts, morbid, mutilated, out of frame, ugly, bad anatomy, bad proportions, deformed, "
+            "blurry, duplicate")
+MODELS_NOTE = (f"Models: {SD15} (or any SD1.5 fine-tune) in models/checkpoints; {DEADIFF} (Hugging Face qth/DEADiff, "
+               "7.43 GB) or a converted adapter in models/deadiff. The DEADiff file carries its own CLIP vision tower; "
+               "for an adapter converted without --with-vision, connect Load CLIP Vision (ViT-L/14) to clip_vision.")
+
+
+class Node:
+    def __init__(self, key, class_type, **inputs):
+        self.key, self.class_type, self.inputs = key, class_type, inputs
+
+
+def sampling(model, prompt, seed, positive=("positive", 0), negative=("negative", 0), prefix="DEADiff"):
+    """Text prompts, empty latent, KSampler with the official DDIM settings, decode, save."""
+    return [
+        Node("checkpoint", "CheckpointLoaderSimple", ckpt_name=SD15),
+        Node("positive", "CLIPTextEncode", clip=("checkpoint", 1), text=prompt),
+        Node("negative", "CLIPTextEncode", clip=("checkpoint", 1), text=NEGATIVE),
+        Node("latent", "EmptyLatentImage", width=512, height=512, batch_size=1),
+        Node("sampler", "KSampler", model=model, positive=positive, negative=negative, latent_image=("latent", 0),
+             seed=seed, steps=50, cfg=8.0, sampler_name="ddim", scheduler="ddim_uniform", denoise=1.0),
+        Node("decode", "VAEDecode", samples=("sampler", 0), vae=("checkpoint", 2)),
+        Node("save", "SaveImage", images=("decode", 0), filename_prefix=prefix),
+    ]
+
+
+def reference(key, image):
+    return [Node(f"{key}_image", "LoadImage", image=image),
+            Node(key, "DEADiffEncode", deadiff=("deadiff", 0), image=(f"{key}_image", 0))]
+
+
+def apply(tokens=("style", 0), model=("checkpoint", 0), mode="style", **advanced):
+    node_type = "DEADiffApplyAdvanced" if advanced else "DEADiffApply"
+    extra = dict(style_weight=1.0, content_weight=1.0, layer_weights=", ".join(["1"] * 16), combine="average") if advanced else {}
+    return Node("apply", node_type, model=model, deadiff=("deadiff", 0), tokens=tokens, mode=mode, weight=1.0,
+                start_at=0.0, end_at=1.0, **{**extra, **advanced})
+
+
+LOADER = Node("deadiff", "DEADiffLoader", deadiff_name=DEADIFF, dtype="auto")
+
+WORKFLOWS = {
+    "deadiff_style_transfer": (
+        "Style transfer with the official defaults: the reference's style, the prompt's subject. "
+        f"Put your style reference in ComfyUI/input as {STYLE_IMAGE} (or pick any image in Load Image). "
+        "weight 0.5-1.5 tunes how strongly the style shows.",
+        [LOADER, *reference("style", STYLE_IMAGE), apply(), *sampling(("apply", 0), "A monkey playing with a banana", 3548979786)]),
+    "deadiff_content_mode": (
+        "Content mode: the reference's subject, the prompt's style (here a pencil drawing). "
+        f"Put the content reference in ComfyUI/input as {CONTENT_IMAGE}.",
+        [LOADER, *reference("style", CONTENT_IMAGE), apply(mode="content"),
+         *sampling(("apply", 0), "pencil drawing", 1947077116)]),
+    "deadiff_style_and_content": (
+        "Style from one reference, content from another: DEADiff Apply (Advanced) feeds tokens to the 11 style "
+        "layers and content_tokens to the 5 content layers.",
+        [LOADER, *reference("style", STYLE_IMAGE), *reference("content", CONTENT_IMAGE),
+         apply(mode="style and content", content_tokens=("content", 0)),
+         *sampling(("apply", 0), "a cat sitting on a chair", 766298634)]),
+    "deadiff_style_mixing": (
+        "Style mixing (the official demo): the ratio-weighted sum of two references' tokens. Move ratio_1 and "
+        "ratio_2 to blend; they are normalised to sum to 1.",
+        [LOADER, *reference("style", STYLE_IMAGE), *reference("style_2", SECOND_STYLE_IMAGE),
+         Node("mix", "DEADiffMix", tokens_1=("style", 0), ratio_1=0.5, tokens_2=("style_2", 0), ratio_2=0.5,
+              ratio_3=0.0, ratio_4=0.0),
+         apply(tokens=("mix", 0)), *sampling(("apply", 0), "A palm tree", 1832300903)]),
+    "deadiff_lora_controlnet": (
+        f"DEADiff with a LoRA and a canny ControlNet on the same model. {LORA} stands for any SD1.5 LoRA "
+        f"(models/loras); {CONTROLNET} is the SD1.5 canny ControlNet (models/controlnet). The canny edges come from "
+        "the content image; the style from the style reference.",
+        [LOADER, *reference("style", STYLE_IMAGE), apply(),
+         Node("lora", "LoraLoaderModelOnly", model=("apply", 0), lora_name=LORA, strength_model=0.8),
+         Node("controlnet", "ControlNetLoader", control_net_name=CONTROLNET),
+         Node("edges_image", "LoadImage", image=CONTENT_IMAGE),
+         Node("edges", "Canny", image=("edges_image", 0), low_threshold=0.4, high_threshold=0.8),
+         Node("control", "ControlNetApplyAdvanced", positive=("positive", 0), negative=("negative", 0),
+              control_net=("controlnet", 0), image=("edges", 0), strength=0.8, start_percent=0.0, end_percent=1.0),
+         *sampling(("lora", 0), "A robot", 3155758843, positive=("control", 0), negative=("control", 1))]),
+    "deadiff_regional_mask": (
+        "A mask limits the style to part of the image (here the left half; white = styled). Paint your own mask "
+        "with Load Image's mask editor or any MASK node; give it the image's aspect ratio.",
+        [LOADER, *reference("style", STYLE_IMAGE),
+         Node("background", "SolidMask", value=0.0, width=512, height=512),
+         Node("region", "SolidMask", value=1.0, width=256, height=512),
+         Node("mask", "MaskComposite", destination=("background", 0), source=("region", 0), x=0, y=0, operation="add"),
+         apply(mask=("mask", 0)), *sampling(("apply", 0), "A man wearing a black leather jacket and a red tie", 4246460524)]),
+    "deadiff_save_tokens": (
+        "Encode a reference once and save its tokens (output/deadiff/tokens_00001_.safetensors); the "
+        "deadiff_reuse_tokens workflow then runs without the encoder.",
+        [LOADER, *reference("style", STYLE_IMAGE),
+         Node("save_tokens", "DEADiffSaveTokens", tokens=("style", 0), filename_prefix="deadiff/tokens")]),
+    "deadiff_reuse_tokens": (
+        "Reuse tokens saved by the deadiff_save_tokens workflow (pick the file in DEADiff Load Tokens; files in "
+        "ComfyUI's output folder are marked [output]).",
+        [LOADER, Node("tokens", "DEADiffLoadTokens", tokens_file=SAVED_TOKENS), apply(tokens=("tokens", 0)),
+         *sampling(("apply", 0), "A curly-haired boy", 766298634)]),
+}
+
+
+def _columns(nodes):
+    """Depth of each node (longest chain of links from a source): its column in the editor."""
+    by_key = {n.key: n for n in nodes}
+    depth = {}
+
+    def visit(node):
+        if node.key not in depth:
+            sources = [v[0] for v in node.inputs.values() if isinstance(v, tuple)]
+            depth[node.key] = 1 + max((visit(by_key[s]) for s in sources), default=-1)
+        return depth[node.key]
+
+    for node in nodes:
+        visit(node)
+    return depth
+
+
+def ui_workflow(note, nodes, object_info):
+    """A UI-format (version 0.4) workflow: nodes with their sockets and widget values, links, and a Note."""
+    ids = {node.key: i + 2 for i, node in enumerate(nodes)}
+    columns, heights = _columns(nodes), {}
+    ui_nodes = [{"id": 1, "type": "Note", "pos": [40, 40], "size": [460, 200], "flags": {}, "order": 0, "mode": 0,
+                 "inputs": [], "outputs": [], "properties": {}, "widgets_values": [f"{note}\n\n{MODELS_NOTE}"]}]
+    links = []
+    for order, node in enumerate(sorted(nodes, key=lambda n: columns[n.key]), start=1):
+        info = object_info[node.class_type]
+        specs = {**info["input"]["required"], **info["input"].get("optional", {})}
+        inputs, widgets = [], []
+        for name, spec in specs.items():
+            value = node.inputs.get(name)
+            if isinstance(value, tuple):  # a link from another node's output
+                links.append([len(links) + 1, ids[value[0]], value[1], ids[node.key], len(inputs), spec[0]])
+                inputs.append({"name": name, "type": spec[0], "link": len(links)})
+            elif isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                widgets.append(value if name in node.inputs else spec[1].get("default"))
+                options = spec[1] if len(spec) > 1 else {}
+                widgets += ["fixed"] if options.get("control_after_generate") else []
+                widgets += ["image"] if options.get("image_upload") else []
+            else:
+                inputs.append({"name": name, "type": spec[0], "link": None})
+        column = columns[node.key]
+        height = 46 + 24 * (len(inputs) + len(widgets) + max(len(info["output"]), 1))
+        y = heights.get(column, 300)
+        heights[column] = y + height + 40
+        ui_nodes.append({"id": ids[node.key], "type": node.class_type, "pos": [40 + 380 * column, y],
+                         "size": [340, height], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
+                         "outputs": [{"name": name, "type": kind, "slot_index": slot, "links": []}
+                                     for slot, (name, kind) in enumerate(zip(info["output_name"], info["output"]))],
+                         "properties": {"Node name for S&R": node.class_type}, "widgets_values": widgets})
+    # a node's outputs can feed nodes listed after it: fill them once every link exists
+    for ui_node in ui_nodes:
+        for slot, output in enumerate(ui_node["outputs"]):
+            output["links"] = [l[0] for l in links if l[1] == ui_node["id"] and l[2] == slot]
+    return {"last_node_id": len(ui_nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def build(object_info):
+    return {name: ui_workflow(note, nodes, object_info) for name, (note, nodes) in WORKFLOWS.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8188")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows"))
+    args = parser.parse_args(argv)
+    with urllib.request.urlopen(f"{args.url.rstrip('/')}/object_info", timeout=60) as response:
+        object_info = json.load(response)
+    os.makedirs(args.out, exist_ok=True)
+    for name, workflow in build(object_info).items():
+        with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+            json.dump(workflow, f, indent=1)
+            f.write("\n")
+        print(f"wrote {name}.json")
+
+
+if __name__ == "__main__":
+    main()

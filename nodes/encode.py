@@ -30,13 +30,24 @@ class DEADiffEncode:
             check_reference_images(image)
         except ValueError as e:
             raise ValueError(f"DEADiff Encode: {e}") from None
-        if clip_vision is None:
+        embedded_vision = clip_vision is None
+        if embedded_vision:
             clip_vision = deadiff.embedded_clip_vision()
         if clip_vision is None:
             raise ValueError("DEADiff Encode: this DEADiff file has no vision tower of its own (converted without "
                              "--with-vision). Connect Load CLIP Vision with CLIP ViT-L/14 (e.g. clip_vision_l / "
                              "CLIP-ViT-L-14.safetensors) to the clip_vision input.")
-        return (deadiff.encode(image, clip_vision),)
+        tokens = deadiff.encode(image, clip_vision)
+        return {"ui": {"deadiff_info": [_describe(tokens, embedded_vision)]}, "result": (tokens,)}
+
+
+def _describe(tokens, embedded_vision):
+    """What the node shows after a run: references, branches, tokens per reference."""
+    count, per_reference, width = tokens[tokens.branches[0]].shape
+    references = f"{count} reference{'s' if count != 1 else ''}"
+    vision = "the file's own vision tower" if embedded_vision else "the connected CLIP vision"
+    return (f"{references}: {' + '.join(tokens.branches)} tokens, {per_reference} per reference and branch "
+            f"({width} wide), via {vision}")
 
 
 NODE_CLASS_MAPPINGS = {"DEADiffEncode": DEADiffEncode}

@@ -47,7 +47,8 @@ class DEADiffLoader:
             adapter = load_adapter(path, dtype=weight_dtype, operations=comfy.ops.manual_cast)
         except CheckpointError as e:
             raise ValueError(f"DEADiff Loader: {e}") from None
-        return (ComfyDEADiff(adapter),)
+        info = f"{adapter.info.describe()}; weights kept in {str(weight_dtype).removeprefix('torch.')}"
+        return {"ui": {"deadiff_info": [info]}, "result": (ComfyDEADiff(adapter),)}
 
 
 NODE_CLASS_MAPPINGS = {"DEADiffLoader": DEADiffLoader}

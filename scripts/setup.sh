@@ -44,7 +44,31 @@ install_pinned_comfyui() {
   rm -rf "$tmp"
 }
 
+# The front-end tests (tests/test_frontend.py) drive a headless Chromium through playwright: Debian's
+# chromium package, never a browser downloaded by playwright. Installed only when missing.
+install_chromium() {
+  if [ -n "${CHROMIUM:-}" ] && [ -x "$CHROMIUM" ]; then return 0; fi
+  [ -x /usr/bin/chromium ] && return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+      log "no /usr/bin/chromium and no root to apt-get it: install Debian's chromium (or set CHROMIUM) for tests/test_frontend.py"
+      return 0
+    fi
+  fi
+  if ! command -v apt-get >/dev/null; then
+    log "no /usr/bin/chromium and no apt-get: install Chromium (or set CHROMIUM=path) for tests/test_frontend.py"
+    return 0
+  fi
+  log "installing Debian's chromium and chromium-driver (apt-get)"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver fonts-dejavu-core >/dev/null ||
+    log "apt-get could not install chromium; tests/test_frontend.py will say what is missing"
+}
+
 [ -x "$py" ] || { log "creating $venv"; python3 -m venv "$venv"; }
+install_chromium
 comfyui=$(resolve_comfyui)
 [ "$comfyui" = "$root/.comfyui/ComfyUI" ] && install_pinned_comfyui "$comfyui"
 

@@ -1,0 +1,24 @@
+"""The README's layer-routing picture is drawn from the code's layer table; check it shows the
+spec's routing (tests/test_layout.py's SPEC_LAYERS, written out from the spec)."""
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import REPO_ROOT
+from test_layout import SPEC_LAYERS
+
+
+def test_layer_map_colours_every_layer_by_the_specs_branch(tmp_path):
+    sys.path.insert(0, f"{REPO_ROOT}/scripts")
+    import draw_layer_map
+
+    out, icon = tmp_path / "map.png", tmp_path / "icon.png"
+    done = subprocess.run([sys.executable, "scripts/draw_layer_map.py", "--out", str(out), "--icon", str(icon)],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    picture = Image.open(out).convert("RGB")
+    assert Image.open(icon).size == (128, 128)
+    for index, (_, _, _, branch) in enumerate(SPEC_LAYERS):
+        x0, _, _, y1 = draw_layer_map.box(index)
+        assert picture.getpixel((int(x0) + 4, y1 - 6)) == draw_layer_map.COLOURS[branch], index

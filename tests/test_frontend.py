@@ -5,14 +5,15 @@ Screenshots go to tests/artifacts/ (git-ignored)."""
 import json
 import os
 import re
-import shutil
 import urllib.request
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from browser import Browser, chromium_missing_reason
 from comfy_server import PACK_FOLDER_NAME as PACK_FOLDER
-from conftest import REFERENCE_IMAGES, REPO_ROOT
+from conftest import REPO_ROOT
 from deadiff_core.layer_weights import PRESETS, format_weights, parse_layer_weights
 from deadiff_core.layers import SD15_LAYERS
 from deadiff_core.synthetic import OfficialLayout, official_state_dict, save_official_checkpoint
@@ -21,7 +22,7 @@ ARTIFACTS = os.path.join(REPO_ROOT, "tests", "artifacts")
 TABLES_JS = os.path.join(REPO_ROOT, "web", "deadiff_tables.js")
 # the real ViT-L/14 (DEADiff Encode needs its 257 x 1024 tokens), one small Q-Former, style branch only
 INFO_LAYOUT = OfficialLayout(qformer_layers=1, intermediate=256, vocab=4200, positions=16, proj_hidden=256)
-INFO_CHECKPOINT, INFO_REFERENCE = "deadiff_frontend_style_only.ckpt", "deadiff_frontend_reference.jpeg"
+INFO_CHECKPOINT, INFO_REFERENCE = "deadiff_frontend_style_only.ckpt", "deadiff_frontend_reference.png"
 ADVANCED_WIDGETS = ["mode", "weight", "start_at", "end_at", "style_weight", "content_weight", "layer_weights", "combine"]
 
 
@@ -313,7 +314,9 @@ def info_files(comfy_server):
     the server's models unloaded, after this module."""
     path = comfy_server.model_path("deadiff", INFO_CHECKPOINT)
     save_official_checkpoint(path, official_state_dict(INFO_LAYOUT, seed=31, branches=("style",), with_other_parts=False))
-    shutil.copy(os.path.join(REFERENCE_IMAGES, "style_01.jpeg"), comfy_server.input_path(INFO_REFERENCE))
+    ramp = np.linspace(0, 255, 96, dtype=np.uint8)
+    Image.fromarray(np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 128), -1).astype(np.uint8)).save(
+        comfy_server.input_path(INFO_REFERENCE))
     yield INFO_CHECKPOINT, INFO_REFERENCE
     comfy_server.free()
     os.remove(path)

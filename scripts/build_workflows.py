@@ -116,6 +116,10 @@ WORKFLOWS = {
 }
 
 
+# nodes the editor draws larger than their widgets: Load Image's preview, the layer map (web/deadiff.js)
+EXTRA_SPACE = {"LoadImage": (340, 260), "DEADiffApplyAdvanced": (470, 150)}
+
+
 def _columns(nodes):
     """Depth of each node (longest chain of links from a source): its column in the editor."""
     by_key = {n.key: n for n in nodes}
@@ -136,6 +140,10 @@ def ui_workflow(note, nodes, object_info):
     """A UI-format (version 0.4) workflow: nodes with their sockets and widget values, links, and a Note."""
     ids = {node.key: i + 2 for i, node in enumerate(nodes)}
     columns, heights = _columns(nodes), {}
+    column_widths = {}
+    for node in nodes:
+        width = EXTRA_SPACE.get(node.class_type, (340, 0))[0]
+        column_widths[columns[node.key]] = max(column_widths.get(columns[node.key], 340), width)
     ui_nodes = [{"id": 1, "type": "Note", "pos": [40, 40], "size": [460, 200], "flags": {}, "order": 0, "mode": 0,
                  "inputs": [], "outputs": [], "properties": {}, "widgets_values": [f"{note}\n\n{MODELS_NOTE}"]}]
     links = []
@@ -156,11 +164,13 @@ def ui_workflow(note, nodes, object_info):
             else:
                 inputs.append({"name": name, "type": spec[0], "link": None})
         column = columns[node.key]
-        height = 46 + 24 * (len(inputs) + len(widgets) + max(len(info["output"]), 1))
+        width, extra_height = EXTRA_SPACE.get(node.class_type, (340, 0))
+        height = 46 + 24 * (len(inputs) + len(widgets) + max(len(info["output"]), 1)) + extra_height
         y = heights.get(column, 300)
         heights[column] = y + height + 40
-        ui_nodes.append({"id": ids[node.key], "type": node.class_type, "pos": [40 + 380 * column, y],
-                         "size": [340, height], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
+        x = 40 + sum(column_widths.get(c, 340) + 40 for c in range(column))
+        ui_nodes.append({"id": ids[node.key], "type": node.class_type, "pos": [x, y],
+                         "size": [width, height], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
                          "outputs": [{"name": name, "type": kind, "slot_index": slot, "links": []}
                                      for slot, (name, kind) in enumerate(zip(info["output_name"], info["output"]))],
                          "properties": {"Node name for S&R": node.class_type}, "widgets_values": widgets})

@@ -1,0 +1,99 @@
+"""The shared workflows (workflows/*.json) as users get them: generated from the current node
+definitions, loaded in the real editor with nothing missing, converted to an API prompt there,
+and executed by the real server with random-weight files standing in under the real names.
+
+Executions run at 128 px and 2 steps instead of 512 px and 50 (CPU time); everything else is the
+workflow's own."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from browser import Browser, chromium_missing_reason
+from comfy_server import PACK_FOLDER_NAME
+from conftest import REFERENCE_IMAGES, REPO_ROOT
+from graphs import CHECKPOINT, DEADIFF, run_ok
+from sd15 import sd15_controlnet_file, sd15_lora_file
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+import build_workflows  # noqa: E402
+
+WORKFLOWS = sorted(glob.glob(os.path.join(REPO_ROOT, "workflows", "*.json")))
+# save before reuse: deadiff_reuse_tokens loads what deadiff_save_tokens wrote
+ORDER = sorted(WORKFLOWS, key=lambda path: "reuse" in path)
+SMALL = {"EmptyLatentImage": {"width": 128, "height": 128}, "KSampler": {"steps": 2}}
+
+
+@pytest.fixture(scope="module")
+def stand_ins(comfy, server):
+    """Random-weight files under the names the workflows use."""
+    links = {("checkpoints", build_workflows.SD15): ("checkpoints", CHECKPOINT),
+             ("deadiff", build_workflows.DEADIFF): ("deadiff", DEADIFF)}
+    for (folder, name), (source_folder, source) in links.items():
+        if not os.path.exists(server.model_path(folder, name)):
+            os.symlink(server.model_path(source_folder, source), server.model_path(folder, name))
+    sd15_lora_file(server.model_path("loras", build_workflows.LORA), seed=41)
+    sd15_controlnet_file(comfy, server.model_path("controlnet", build_workflows.CONTROLNET), seed=42)
+    for name, source in ((build_workflows.STYLE_IMAGE, "style_02.jpeg"), (build_workflows.CONTENT_IMAGE, "content_01.jpeg"),
+                         (build_workflows.SECOND_STYLE_IMAGE, "style_04.jpeg")):
+        Image.open(os.path.join(REFERENCE_IMAGES, source)).convert("RGB").save(server.input_path(name))
+    return server
+
+
+@pytest.fixture(scope="module")
+def editor(stand_ins):
+    reason = chromium_missing_reason()
+    if reason:
+        pytest.fail(reason)
+    with Browser() as browser:
+        yield browser.open(stand_ins.url)
+
+
+def test_committed_workflows_match_the_node_definitions(server):
+    built = build_workflows.build(server.get("/object_info"))
+    assert sorted(f"{name}.json" for name in built) == [os.path.basename(path) for path in WORKFLOWS]
+    for path in WORKFLOWS:
+        with open(path) as f:
+            assert json.load(f) == built[os.path.basename(path)[:-5]], f"{path}: run scripts/build_workflows.py"
+
+
+def test_the_issue_s_seven_workflows_exist():
+    kinds = {os.path.basename(path) for path in WORKFLOWS}
+    assert {"deadiff_style_transfer.json", "deadiff_content_mode.json", "deadiff_style_and_content.json",
+            "deadiff_style_mixing.json", "deadiff_lora_controlnet.json", "deadiff_regional_mask.json",
+            "deadiff_save_tokens.json", "deadiff_reuse_tokens.json"} <= kinds
+    with open(os.path.join(REPO_ROOT, "workflows", "deadiff_style_transfer.json")) as f:
+        sampler = next(n for n in json.load(f)["nodes"] if n["type"] == "KSampler")
+    assert sampler["widgets_values"][2:6] == [50, 8.0, "ddim", "ddim_uniform"]  # the official inference
+
+
+@pytest.mark.parametrize("path", ORDER, ids=os.path.basename)
+def test_workflow_loads_in_the_editor_converts_and_runs(stand_ins, editor, path):
+    with open(path) as f:
+        workflow = json.load(f)
+    types = editor.load_workflow(workflow, os.path.basename(path))
+    registered = editor.evaluate("(types) => types.filter((t) => !(t in window.LiteGraph.registered_node_types))", types)
+    assert registered == [], f"missing nodes: {registered}"
+    assert not [t for t in editor.toasts() if t["severity"] in ("warn", "error")]
+    assert not editor.extension_errors(PACK_FOLDER_NAME, ("DEADiff.UI",))  # the editor's own 404s are not ours
+    editor.show_nodes([node["id"] for node in workflow["nodes"]], zoom=0.6)
+    editor.screenshot(os.path.join(REPO_ROOT, "tests", "artifacts", os.path.basename(path)[:-5] + ".png"))
+    prompt = editor.graph_to_prompt()
+    assert sorted(node["class_type"] for node in prompt.values()) == sorted(t for t in types if t != "Note")
+    for node in prompt.values():
+        node["inputs"].update(SMALL.get(node["class_type"], {}))
+    entry = run_ok(stand_ins, prompt)
+    written = [item for output in entry["outputs"].values() for items in output.values() for item in items
+               if isinstance(item, dict) and "filename" in item]
+    assert written and all(os.path.exists(stand_ins.output_path(item)) for item in written)
+
+
+def test_build_script_runs_against_a_server(server, tmp_path):
+    done = subprocess.run([sys.executable, "scripts/build_workflows.py", "--url", server.url, "--out", str(tmp_path)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(list(tmp_path.glob("*.json"))) == len(WORKFLOWS)

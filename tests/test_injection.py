@@ -125,8 +125,9 @@ def test_several_references_layer_weights_and_a_separate_content_reference(comfy
     assert relative_error(run(patched, inputs), expected) <= 1e-4
 
 
-def test_every_layer_is_reached_with_its_branch(comfy, unet, deadiff, tokens, inputs):
-    patched = apply(unet, deadiff, tokens, mode="style")
+@pytest.mark.parametrize("mode", ["style", "content", "style and content"])
+def test_every_layer_is_reached_with_its_branch(comfy, unet, deadiff, tokens, inputs, mode):
+    patched = apply(unet, deadiff, tokens, mode=mode)
     replace = patched.model_options["transformer_options"]["patches_replace"]["attn2"]
     reached = {}
     for key, patch in list(replace.items()):
@@ -137,7 +138,7 @@ def test_every_layer_is_reached_with_its_branch(comfy, unet, deadiff, tokens, in
             return patch(q, k, v, extra_options)
         replace[key] = recorder
     run(patched, inputs)
-    expected = {key: (key, "style" if branch == "style" else "zeros") for key, _, _, branch in SPEC_LAYERS}
+    expected = {key: (key, branch if branch in ACTIVE[mode] else "zeros") for key, _, _, branch in SPEC_LAYERS}
     assert reached == expected
     assert ("middle", 0) in reached
 

@@ -14,14 +14,16 @@ MODES = {"style": (STYLE,), "content": (CONTENT,), "style and content": (STYLE, 
 
 
 def image_keys_values(projection, tokens, weight):
-    """[T, D] tokens -> weighted (keys, values) [T, C] through one layer's i_to_k / i_to_v."""
+    """[T, D] (one set for every row) or [B, T, D] (one per row) tokens -> weighted (keys, values)
+    [.., T, C] through one layer's i_to_k / i_to_v."""
     return projection.i_to_k(tokens) * weight, projection.i_to_v(tokens) * weight
 
 
 def rows_with_image(keys_values, use_image):
-    """Broadcast [T, C] image keys/values to the batch: [B, T, C], exact zeros where use_image is False."""
+    """Image keys/values [T, C] (broadcast) or [B, T, C] (per row) -> [B, T, C], exact zeros in the
+    rows where use_image [B] is False."""
     keep = use_image.to(keys_values[0].dtype)[:, None, None]
-    return tuple(t.unsqueeze(0) * keep for t in keys_values)
+    return tuple(t * keep for t in keys_values)
 
 
 def join_keys_values(k, v, k_image, v_image):

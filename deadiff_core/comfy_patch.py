@@ -1,5 +1,17 @@
 """The object ComfyUI calls for each of SD1.5's 16 cross-attention layers: an attn2 replace patch
-that joins the reference's keys/values to the text ones (needs ComfyUI)."""
+that joins the reference's keys/values to the text ones (needs ComfyUI).
+
+Inference and training share the patch; what differs is where its image keys/values come from,
+an *injection* (the patch's provider):
+- `Injection` (inference): one token set per layer for every row, projected once and cached;
+  rows see it or zeros by CFG pass and schedule.
+- `deadiff_core.train.injection.PerSampleInjection` (training): each row its own tokens, projected
+  on every step with gradients, zeroed per row (branch left out, or image tokens dropped).
+An injection provides `image_keys_values(layer, extra_options, batch, device, dtype)` -> per-row
+keys and values [B, T, C] (exact zeros in rows without a reference), `region(extra_options,
+length, batch, device, dtype)` -> [B or 1, L, 1] or None, and `models()` -> the ModelPatchers
+ComfyUI should load with the UNet.
+"""
 import math
 from dataclasses import dataclass, field
 
@@ -80,6 +92,12 @@ class Injection:
             self.layer_tokens[layer.index] = sources[layer.branch].combined(layer.branch, settings.combine) if use else zeros
         self._cache = {}
 
+    def image_keys_values(self, layer, extra_options, batch, device, dtype):
+        return rows_with_image(self.keys_values(layer, device, dtype), self.use_image(extra_options, batch, device))
+
+    def models(self):
+        return [self.patcher]
+
     def keys_values(self, layer, device, dtype):
         key = (device, dtype)
         if key not in self._cache:
@@ -138,13 +156,12 @@ class DEADiffAttentionPatch:
         self.inner = inner
 
     def __call__(self, q, k, v, extra_options):
-        image = self.injection.keys_values(self.layer, q.device, q.dtype)
-        use = self.injection.use_image(extra_options, q.shape[0], q.device)
-        out = self._attend(q, *join_keys_values(k, v, *rows_with_image(image, use)), extra_options)
+        k_image, v_image = self.injection.image_keys_values(self.layer, extra_options, q.shape[0], q.device, q.dtype)
+        out = self._attend(q, *join_keys_values(k, v, k_image, v_image), extra_options)
         region = self.injection.region(extra_options, q.shape[1], q.shape[0], q.device, q.dtype)
         if region is None:
             return out
-        without = self._attend(q, *join_keys_values(k, v, *rows_with_image(image, torch.zeros_like(use))), extra_options)
+        without = self._attend(q, *join_keys_values(k, v, torch.zeros_like(k_image), torch.zeros_like(v_image)), extra_options)
         return blend_by_region(out, without, region)
 
     def _attend(self, q, k, v, extra_options):
@@ -155,7 +172,7 @@ class DEADiffAttentionPatch:
 
     def models(self):
         inner = self.inner.models() if hasattr(self.inner, "models") else []
-        return [self.injection.patcher, *inner]
+        return [*self.injection.models(), *inner]
 
     def to(self, device_or_dtype):
         if hasattr(self.inner, "to"):
@@ -169,7 +186,7 @@ class DEADiffAttentionPatch:
 CONTEXT_FAMILIES = {1024: "an SD2.x-family model", 2048: "an SDXL-family model", 1280: "an SDXL refiner"}
 
 
-def _layer_mismatch(unet, deadiff):
+def _layer_mismatch(unet, projections):
     """Why this UNet's cross-attention layers do not fit the adapter's projections, or None."""
     for layer in SD15_LAYERS:
         try:
@@ -177,34 +194,38 @@ def _layer_mismatch(unet, deadiff):
         except AttributeError:
             return f"it has no cross-attention at {layer.ldm_block}"
         context, channels = attn2.to_k.in_features, attn2.to_q.in_features
-        projections = deadiff.adapter.projections
         expected = projections[layer.index].i_to_k.out_features if layer.index in projections else channels
         if context != 768 or channels != expected:
             return f"text context {context} and {channels} channels at {layer.ldm_block}, where SD1.x has 768 and {expected}"
     return None
 
 
-def check_sd1_model(model, deadiff):
-    """Refuse anything but an SD1.x UNet whose cross-attention layers match the adapter's projections."""
+def check_sd1_model(model, projections):
+    """Refuse anything but an SD1.x UNet whose cross-attention layers match the adapter's projections
+    (an ImageProjections; layers it lacks are checked against SD1.x's text-context width only)."""
     config = getattr(model.model, "model_config", None)
     family = type(config).__name__ if config is not None else type(model.model).__name__
     context = (getattr(config, "unet_config", None) or {}).get("context_dim")
     if context in CONTEXT_FAMILIES:
         reason = f"{CONTEXT_FAMILIES[context]} (text context {context}, SD1.x has 768)"
     else:
-        reason = _layer_mismatch(model.get_model_object("diffusion_model"), deadiff)
+        reason = _layer_mismatch(model.get_model_object("diffusion_model"), projections)
     if reason:
         raise ValueError(f"DEADiff's released weights are for SD1.x models (SD1.5 and its fine-tunes); this MODEL is "
                          f"{family}: {reason}. Load an SD1.5-based checkpoint for DEADiff.")
 
 
-def apply_deadiff(model, deadiff, tokens, settings, content_tokens=None):
-    """A clone of `model` with DEADiff on all 16 cross-attention layers; `model` itself is untouched."""
-    check_sd1_model(model, deadiff)
-    injection = Injection(deadiff, tokens, settings, content_tokens)
+def install_patches(model, injection):
+    """A clone of `model` whose 16 cross-attention layers read image keys/values from `injection`."""
     patched = model.clone()
     existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
     for layer in SD15_LAYERS:
         patch = DEADiffAttentionPatch(injection, layer, inner=existing.get(layer.patch_key))
         patched.set_model_attn2_replace(patch, *layer.patch_key)
     return patched
+
+
+def apply_deadiff(model, deadiff, tokens, settings, content_tokens=None):
+    """A clone of `model` with DEADiff on all 16 cross-attention layers; `model` itself is untouched."""
+    check_sd1_model(model, deadiff.adapter.projections)
+    return install_patches(model, Injection(deadiff, tokens, settings, content_tokens))

@@ -1,0 +1,165 @@
+"""Training's per-row injection through the shared attn2 patches, in ComfyUI's UNet (a tiny SD1.5:
+same 16 layers, narrow channels), against a written-out per-row joint softmax (spec §2, §4)."""
+import pytest
+import torch
+
+from deadiff_core.checkpoint import adapter_from_state_dict
+from deadiff_core.synthetic import OfficialLayout, official_state_dict
+from test_layout import SPEC_LAYERS
+
+# the real token width (768) and the tiny UNet's layer widths (32/64/128)
+LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer_layers=1, intermediate=64, vocab=4200,
+                        positions=16, proj_hidden=64, unet_channels=32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: OpenMP's second thread only costs (by orders of magnitude on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def unet(comfy):
+    from deadiff_core.train.tiny import tiny_unet
+    patcher = tiny_unet(seed=3)[0]
+    patcher.model.requires_grad_(False)
+    return patcher
+
+
+@pytest.fixture(scope="module")
+def official():
+    return official_state_dict(LAYOUT, seed=4, scale=0.05, with_vision=False, with_other_parts=False)
+
+
+@pytest.fixture(scope="module")
+def deadiff(comfy, official):
+    from deadiff_core.comfy_adapter import ComfyDEADiff
+    return ComfyDEADiff(adapter_from_state_dict(official, "<memory>", "official checkpoint"))
+
+
+def batch(rows=3, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(rows, 4, 8, 8, generator=g), torch.tensor([10.0, 400.0, 900.0][:rows]),
+            torch.randn(rows, 77, 768, generator=g),
+            {b: torch.randn(rows, 16, 768, generator=g) for b in ("style", "content")})
+
+
+def written_out(unet, official, x, t, context, tokens, keep):
+    """Each attn2 replaced by spec §2 per row: K = [to_k(text); keep_b * img_b W_k^T], V likewise, one
+    softmax in float64; a row whose branch is not kept gets 16 zero keys/values."""
+    diffusion_model, originals = unet.model.diffusion_model, []
+
+    def make_forward(attn2, block, branch):
+        prefix = f"model.diffusion_model.{block}.transformer_blocks.0.attn2."
+        w_k, w_v = official[prefix + "i_to_k.weight"], official[prefix + "i_to_v.weight"]
+
+        def forward(h, context=None, value=None, mask=None, transformer_options={}):
+            q, k, v = attn2.to_q(h), attn2.to_k(context), attn2.to_v(context)
+            image = tokens[branch] * keep[branch].float()[:, None, None]
+            keys, values = torch.cat([k, image @ w_k.T], 1).double(), torch.cat([v, image @ w_v.T], 1).double()
+            heads, d = attn2.heads, q.shape[-1] // attn2.heads
+            qh, kh, vh = (a.reshape(a.shape[0], a.shape[1], heads, d).transpose(1, 2) for a in (q.double(), keys, values))
+            out = (torch.softmax(qh @ kh.transpose(-1, -2) / d ** 0.5, -1) @ vh).transpose(1, 2).reshape(q.shape)
+            return attn2.to_out(out.float())
+        return forward
+
+    try:
+        for _, block, _, branch in SPEC_LAYERS:
+            attn2 = diffusion_model.get_submodule(f"{block}.transformer_blocks.0.attn2")
+            attn2.forward = make_forward(attn2, block, branch)
+            originals.append(attn2)
+        with torch.no_grad():
+            return diffusion_model(x, t, context=context)
+    finally:
+        for attn2 in originals:
+            del attn2.forward
+
+
+def training_run(unet, projections, x, t, context, tokens, keep):
+    from deadiff_core.train.injection import PerSampleInjection, patched_transformer_options
+
+    injection = PerSampleInjection(projections)
+    options = patched_transformer_options(unet, injection)
+    injection.set_batch(tokens, keep)
+    return unet.model.diffusion_model(x, t, context=context, transformer_options=dict(options))
+
+
+def relative_error(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def test_per_row_tokens_and_zeroing_equal_the_written_out_attention(comfy, unet, official, deadiff):
+    x, t, context, tokens = batch()
+    keep = {"style": torch.tensor([True, False, True]), "content": torch.tensor([False, True, True])}
+    with torch.no_grad():
+        got = training_run(unet, deadiff.adapter.projections, x, t, context, tokens, keep)
+    expected = written_out(unet, official, x, t, context, tokens, keep)
+    assert relative_error(got, expected) <= 1e-4
+    nothing = {b: torch.zeros(3, dtype=torch.bool) for b in keep}
+    assert relative_error(written_out(unet, official, x, t, context, tokens, nothing), expected) > 1e-3
+    # a row's output depends on its own tokens only
+    moved = {b: tokens[b].clone() for b in tokens}
+    moved["style"][0] += 1.0
+    with torch.no_grad():
+        again = training_run(unet, deadiff.adapter.projections, x, t, context, moved, keep)
+    assert not torch.equal(again[0], got[0]) and torch.equal(again[1:], got[1:])
+
+
+def test_equals_the_inference_injection_when_every_row_has_the_same_reference(comfy, unet, deadiff):
+    from deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
+    from deadiff_core.tokens import ReferenceTokens
+
+    x, t, context, tokens = batch(rows=2)
+    same = {b: tokens[b][:1].expand(2, -1, -1) for b in tokens}
+    patched = apply_deadiff(unet, deadiff, ReferenceTokens(**{b: tokens[b][:1] for b in tokens}),
+                            InjectionSettings(mode="style and content"))
+    options = dict(patched.model_options["transformer_options"], cond_or_uncond=[0])
+    with torch.no_grad():
+        inference = unet.model.diffusion_model(x, t, context=context, transformer_options=options)
+        training = training_run(unet, deadiff.adapter.projections, x, t, context, same,
+                                {b: torch.ones(2, dtype=torch.bool) for b in same})
+    assert relative_error(training, inference) <= 1e-5
+
+
+def test_gradients_reach_the_projections_and_only_the_tokens_of_rows_that_see_them(comfy, unet, official):
+    from deadiff_core.layers import SD15_LAYERS
+    from deadiff_core.projections import ImageProjections
+
+    projections = ImageProjections({layer.index: LAYOUT.layer_channels(layer) for layer in SD15_LAYERS}, 768)
+    with torch.no_grad():
+        for i, (_, block, _, _) in enumerate(SPEC_LAYERS):
+            prefix = f"model.diffusion_model.{block}.transformer_blocks.0.attn2."
+            projections[i].i_to_k.weight.copy_(official[prefix + "i_to_k.weight"])
+            projections[i].i_to_v.weight.copy_(official[prefix + "i_to_v.weight"])
+    x, t, context, tokens = batch()
+    tokens = {b: v.requires_grad_(True) for b, v in tokens.items()}
+    keep = {"style": torch.tensor([True, False, True]), "content": torch.tensor([False, False, True])}
+    training_run(unet, projections, x, t, context, tokens, keep).square().mean().backward()
+    assert all(projections[i].i_to_k.weight.grad.abs().sum() > 0 and projections[i].i_to_v.weight.grad.abs().sum() > 0
+               for i in range(16))
+    assert [bool(g.abs().sum() > 0) for g in tokens["style"].grad] == [True, False, True]
+    assert [bool(g.abs().sum() > 0) for g in tokens["content"].grad] == [False, False, True]
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(comfy, deadiff):
+    from deadiff_core.train.grad_checkpoint import enable_gradient_checkpointing
+    from deadiff_core.train.tiny import tiny_unet
+
+    x, t, context, tokens = batch()
+    keep = {"style": torch.tensor([True, True, False]), "content": torch.tensor([True, False, True])}
+    results = []
+    for checkpointing in (False, True):
+        unet = tiny_unet(seed=3)[0]
+        unet.model.requires_grad_(False)
+        if checkpointing:
+            assert enable_gradient_checkpointing(unet.model.diffusion_model) == 22 + 16  # ResBlocks + SpatialTransformers
+        leaves = {b: v.clone().requires_grad_(True) for b, v in tokens.items()}
+        loss = training_run(unet, deadiff.adapter.projections, x, t, context, leaves, keep).square().mean()
+        loss.backward()
+        results.append((loss.detach(), {b: v.grad for b, v in leaves.items()}))
+    (loss, grads), (loss_ckpt, grads_ckpt) = results
+    assert torch.equal(loss, loss_ckpt)
+    assert all(torch.allclose(grads[b], grads_ckpt[b], rtol=1e-5, atol=1e-9) for b in grads)

@@ -28,13 +28,20 @@ TINY_VISION = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_ge
                "num_channels": 3, "num_hidden_layers": 2, "patch_size": 14, "projection_dim": 16}
 
 
-def seeded_init(module, seed, std=0.05):
-    """ComfyUI builds its modules without initialising them: norm scales near 1, the rest N(0, std)."""
+def seeded_init(module, seed):
+    """ComfyUI builds its modules without initialising them. Weights N(0, 1 / fan_in), as a
+    healthy random network has (attention logits of order 1, not saturated), biases near 0,
+    norm scales near 1."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=generator) * std
-            p.copy_(1 + noise if p.ndim == 1 and "norm" in name and name.endswith("weight") else noise)
+            noise = torch.randn(p.shape, generator=generator)
+            if p.ndim >= 2:
+                p.copy_(noise / p[0].numel() ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.05 * noise)
+            else:
+                p.copy_(0.05 * noise)
     return module
 
 
@@ -58,7 +65,7 @@ def tiny_clip_vision(seed=0):
         clip_vision = comfy.clip_vision.ClipVisionModel(f.name)
     finally:
         os.unlink(f.name)
-    seeded_init(clip_vision.model, seed, std=0.2)
+    seeded_init(clip_vision.model, seed)
     return clip_vision
 
 
@@ -71,5 +78,5 @@ def tiny_backbone(seed=0, with_clip_vision=True):
     autoencoder = seeded_init(comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=TINY_VAE, embed_dim=4), seed + 1)
     vae = comfy.sd.VAE(sd=autoencoder.state_dict(), config={"params": {"ddconfig": TINY_VAE, "embed_dim": 4}}, dtype=torch.float32)
     clip = comfy.sd.CLIP(config.clip_target(), model_options={"clip_l_model_config": TINY_TEXT, "dtype": torch.float32})
-    seeded_init(clip.cond_stage_model, seed + 2, std=0.02)
+    seeded_init(clip.cond_stage_model, seed + 2)
     return Backbone(model, clip, vae, tiny_clip_vision(seed + 3) if with_clip_vision else None)

@@ -1,0 +1,200 @@
+"""The trainer on a tiny random SD1.5 (ComfyUI's own classes) and a small paired manifest: it
+learns, freezes what must stay frozen, resumes exactly, scales out with the same result, and its
+adapter is one DEADiffLoader reads."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import COMFYUI_PATH, REPO_ROOT
+
+RANDOM_START = {"source": "random", "proj_hidden": 64,
+                "qformer": {"num_layers": 1, "intermediate_size": 64, "vision_width": 32, "vocab_size": 4200, "max_positions": 16}}
+TINY_FACTORY = {"factory": "deadiff_core.train.tiny:tiny_backbone"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: OpenMP's second thread only costs (by orders of magnitude on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_pairs(folder, count=6):
+    """`count` random images and a manifest with every kind of pair."""
+    rng = np.random.default_rng(0)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (80 + 8 * i, 72, 3), dtype=np.uint8)).save(os.path.join(folder, f"img{i}.png"))
+    rows = []
+    for i in range(count):
+        kind = ("style", "content", "recon")[i % 3]
+        target = i if kind == "recon" else (i + 1) % count
+        rows.append({"kind": kind, "reference": f"img{i}.png", "target": f"img{target}.png", "caption": f"a picture number {i}"})
+    path = os.path.join(folder, "pairs.jsonl")
+    with open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_pairs(str(tmp_path_factory.mktemp("pairs")))
+
+
+def config_values(manifest, output_dir, **sections):
+    values = {"output_dir": str(output_dir), "seed": 3, "precision": "fp32", "log_every": 1, "model": dict(TINY_FACTORY),
+              "start": copy.deepcopy(RANDOM_START), "data": {"manifest": manifest, "resolution": 64, "workers": 0},
+              "optim": {"lr": 1e-3, "warmup_steps": 2, "batch_size": 2, "max_steps": 3},
+              "checkpoint": {"every": 0, "export_dtype": "fp32", "resume": "none"}}
+    for name, changes in sections.items():
+        if isinstance(values.get(name), dict):
+            values[name] = {**values[name], **changes}
+        else:
+            values[name] = changes
+    return values
+
+
+def make_config(manifest, output_dir, **sections):
+    from deadiff_core.train.config import config_from_dict
+    return config_from_dict(config_values(manifest, output_dir, **sections), str(output_dir))
+
+
+def trainer(config, backbone=None):
+    from deadiff_core.train.distributed import start_processes
+    from deadiff_core.train.trainer import Trainer
+    return Trainer(config, start_processes(), backbone)
+
+
+def first_micro_batch(t):
+    draws = t.plan.draws(0)
+    rows = t.plan.rows(0)[: t.config.optim.batch_size]
+    batch = torch.utils.data.default_collate([t.dataset[i] for i in rows.tolist()])
+    return t.micro_batch(batch, draws, slice(0, len(rows)))
+
+
+def test_overfits_a_fixed_batch(comfy, manifest, tmp_path):
+    """A fixed batch (images, captions, timesteps, noise) repeated: the loss falls by more than half.
+
+    A frozen *random* UNet cannot predict arbitrary noise through any conditioning (its untrained
+    output head caps how much of ε it can explain), so the noise here is what a teacher predicts:
+    the same UNet with DEADiff weights perturbed from the student's start. A loss of 0 is then
+    reachable, and only the trainable path (Q-Formers, ProjLayers, i_to_k/v) can get there.
+    """
+    from deadiff_core.train.injection import PerSampleInjection, patched_transformer_options
+
+    t = trainer(make_config(manifest, tmp_path, optim={"lr": 1e-3, "warmup_steps": 1, "proj_dropout": 0.0, "weight_decay": 0.0}))
+    inputs = first_micro_batch(t)
+    objective = t.objective
+    teacher_encoder, teacher_projections = copy.deepcopy(objective.encoder).eval(), copy.deepcopy(objective.projections)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in (p for p in [*teacher_encoder.parameters(), *teacher_projections.parameters()] if p.requires_grad):
+            p.add_(torch.randn(p.shape, generator=g) * 0.5 * p.std())
+        injection = PerSampleInjection(teacher_projections)
+        options = patched_transformer_options(t.backbone.model, injection)
+        injection.set_batch(teacher_encoder(inputs["vision"]), {"style": inputs["keep_style"], "content": inputs["keep_content"]})
+        noisy = torch.randn(inputs["latents"].shape, generator=g)
+        noise = objective.frozen.unet(noisy, inputs["timesteps"].float(), context=inputs["context"], transformer_options=options)
+        alpha = objective.frozen.schedule.alphas_cumprod[inputs["timesteps"]].float().view(-1, 1, 1, 1)
+        inputs.update(noise=noise, latents=(noisy - (1 - alpha).sqrt() * noise) / alpha.sqrt())  # so x_t = noisy
+    losses = []
+    for _ in range(15):
+        loss = t.model(**inputs)
+        loss.backward()
+        t.optimizer.step()
+        t.optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_frozen_weights_stay_bit_identical_and_every_trainable_one_changes(comfy, manifest, tmp_path):
+    from deadiff_core.train.tiny import tiny_backbone
+
+    backbone = tiny_backbone(seed=5)
+    recon_only = {"ratios": {"style": 0, "content": 0, "recon": 1}}  # both branches see the reference every step
+    t = trainer(make_config(manifest, tmp_path, optim={"batch_size": 1, "accumulation": 2, "max_steps": 2},
+                            data={"manifest": manifest, "resolution": 64, "workers": 0, **recon_only}), backbone)
+    frozen_modules = {"unet": backbone.model.model, "vae": backbone.vae.first_stage_model, "text": backbone.clip.cond_stage_model,
+                      "vision": backbone.clip_vision.model,
+                      **{f"ln_vision.{b}": m.ln_vision for b, m in t.objective.encoder.branches.items()}}
+    before = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in frozen_modules.items()}
+    trainable = {name: p.detach().clone() for name, p in t.objective.named_parameters() if p.requires_grad}
+    assert {n.split(".")[0] for n in trainable} == {"encoder", "projections"}
+    assert sum(".i_to_" in n for n in trainable) == 32 and not any("ln_vision" in n for n in trainable)
+    assert sum("query_tokens" in n for n in trainable) == 2
+    t.run()
+    for name, module in frozen_modules.items():
+        after = module.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in before[name].items()), name
+    params = dict(t.objective.named_parameters())
+    unchanged = {n for n, v in trainable.items() if torch.equal(params[n].detach(), v)}
+    # the last Q-Former layer's text-side feed-forward feeds nothing that is read (only the 16 query
+    # rows are): zero gradients, so its zero-initialised biases stay 0 (its weights move by weight decay)
+    assert unchanged == {f"encoder.branches.{b}.qformer.encoder.layer.0.{name}.bias" for b in ("style", "content")
+                         for name in ("intermediate.dense", "output.dense", "output.LayerNorm")}
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(comfy, manifest, tmp_path):
+    from deadiff_core.train.metrics import read_losses
+    from deadiff_core.train.trainer import train
+
+    steps = {"optim": {"max_steps": 6, "batch_size": 2}, "checkpoint": {"every": 3, "export_dtype": "fp32", "resume": "auto"}}
+    train(make_config(manifest, tmp_path / "whole", **steps))
+    interrupted = make_config(manifest, tmp_path / "parts", optim={"max_steps": 3, "batch_size": 2}, checkpoint=steps["checkpoint"])
+    train(interrupted)
+    assert sorted(os.listdir(tmp_path / "parts" / "checkpoints")) == ["step_00000003.pt"]
+    train(make_config(manifest, tmp_path / "parts", **steps))  # resume: auto picks step 3
+    whole, parts = read_losses(tmp_path / "whole"), read_losses(tmp_path / "parts")
+    assert list(parts) == [1, 2, 3, 4, 5, 6] and parts == whole  # exactly, dropout and data order included
+    a = load_file(tmp_path / "whole" / "deadiff_adapter.safetensors")
+    b = load_file(tmp_path / "parts" / "deadiff_adapter.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    changed = make_config(manifest, tmp_path / "parts", optim={"max_steps": 6, "batch_size": 1}, checkpoint=steps["checkpoint"])
+    with pytest.raises(ValueError, match="global_batch"):
+        train(changed)
+
+
+def run_cli(arguments, timeout=600, env=None):
+    environment = dict(os.environ, COMFYUI_PATH=COMFYUI_PATH, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1", **(env or {}))
+    done = subprocess.run([sys.executable, *arguments], cwd=REPO_ROOT, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def test_two_gloo_processes_equal_one_process_and_accumulation(comfy, manifest, tmp_path):
+    """Global batch 2: two processes x 1 (torchrun, DDP on gloo), one process x 2, one process x 1 x 2
+    accumulation steps; the trained weights agree to float round-off."""
+    from deadiff_core.train.metrics import read_losses
+    from deadiff_core.train.trainer import train
+
+    common = {"checkpoint": {"every": 0, "export_dtype": "fp32", "resume": "none"}}
+    dropout_off = {"proj_dropout": 0.0, "max_steps": 3}  # dropout masks depend on how rows split into processes
+    distributed = config_values(manifest, tmp_path / "ddp", optim={**dropout_off, "batch_size": 1}, **common)
+    config_path = tmp_path / "ddp.json"
+    config_path.write_text(json.dumps(distributed))
+    run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "deadiff_core.train",
+             "--config", str(config_path)])
+    train(make_config(manifest, tmp_path / "one", optim={**dropout_off, "batch_size": 2}, **common))
+    train(make_config(manifest, tmp_path / "accumulated", optim={**dropout_off, "batch_size": 1, "accumulation": 2}, **common))
+
+    reference = load_file(tmp_path / "one" / "deadiff_adapter.safetensors")
+    for run in ("ddp", "accumulated"):
+        other = load_file(tmp_path / run / "deadiff_adapter.safetensors")
+        differences = torch.cat([(other[k].float() - reference[k].float()).abs().flatten() for k in reference])
+        # Adam divides by sqrt(v): where a gradient is ~0, round-off in its sum moves a weight by up to ~1e-5;
+        # a wrong row, noise or reduction would move most weights by ~lr (1e-3)
+        assert differences.max() < 1e-4 and (differences > 1e-6).float().mean() < 1e-3, (run, differences.max())
+        losses, reference_losses = read_losses(tmp_path / run), read_losses(tmp_path / "one")
+        assert losses.keys() == reference_losses.keys()
+        assert all(abs(losses[s] - reference_losses[s]) < 1e-6 for s in losses), (run, losses, reference_losses)

@@ -227,11 +227,16 @@ def _check_vision_copies_equal(sd, path, copies):
                                       "frozen, so this file was modified. Load it without its vision tower and connect a CLIP vision model.")
 
 
-def adapter_layout(sd, path, with_vision=True):
-    """Find and check everything the adapter needs in an opened state dict."""
-    branches = _branches_in(sd.keys())
-    if not branches:
+def adapter_layout(sd, path, with_vision=True, branches=None):
+    """Find and check everything the adapter needs in an opened state dict (`branches`: only these)."""
+    found = _branches_in(sd.keys())
+    if not found:
         raise CheckpointError(path, _describe_foreign(sd.keys()))
+    missing = [b for b in branches or () if b not in found]
+    if missing:
+        raise CheckpointError(path, f"has no {' or '.join(missing)} branch (it holds {' + '.join(found)}); "
+                              "load the branches it has")
+    branches = tuple(b for b in found if branches is None or b in branches)
     config = infer_qformer_config(sd, path, branches[0])
     proj_hidden = _require(sd, path, f"{branches[0]}_proj_layer.dense1.weight", f"{branches[0]} projection layer").shape[0]
 
@@ -281,18 +286,20 @@ def _copy_into(module, keys, sd):
             targets[name].copy_(sd[official])
 
 
-def load_adapter(path, dtype=torch.float32, device="cpu", operations=ops, with_vision=True):
-    """Load DEADiff's encoder, image projections and (optionally) its embedded ViT from a file."""
+def load_adapter(path, dtype=torch.float32, device="cpu", operations=ops, with_vision=True, branches=None):
+    """Load DEADiff's encoder, image projections and (optionally) its embedded ViT from a file;
+    `branches` (e.g. ("style",)) loads only those branches' Q-Former and layer projections."""
     path = os.fspath(path)
     sd, metadata = read_state_dict(path)
     is_adapter = metadata.get("format") == ADAPTER_FORMAT or path.lower().endswith(".safetensors")
     source_format = "adapter safetensors" if is_adapter else "official checkpoint"
-    return adapter_from_state_dict(sd, path, source_format, dtype, device, operations, with_vision)
+    return adapter_from_state_dict(sd, path, source_format, dtype, device, operations, with_vision, branches)
 
 
-def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device="cpu", operations=ops, with_vision=True):
+def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device="cpu", operations=ops, with_vision=True,
+                            branches=None):
     """The adapter from an opened official-layout state dict (`path` names it in errors)."""
-    layout = adapter_layout(sd, path, with_vision)
+    layout = adapter_layout(sd, path, with_vision, branches)
     encoder, projections = layout.build(dtype, "meta", operations)
     encoder, projections = encoder.to_empty(device=device), projections.to_empty(device=device)
     _copy_into(encoder, layout.encoder_keys, sd)

@@ -72,14 +72,20 @@ class Injection:
     """State shared by the 16 layer patches of one DEADiff Apply: which tokens each layer reads, with
     what weight, when, where; image keys/values computed once per device and dtype."""
 
-    def __init__(self, deadiff, tokens, settings, content_tokens=None):
+    def __init__(self, deadiff, tokens, settings, content_tokens=None, layer_widths=None):
+        """layer_widths: key/value width per layer index, for the zero rows of layers whose projections a
+        one-branch adapter lacks (their branch has no tokens, so they only ever see zeros)."""
         self.patcher = deadiff.projections_patcher
+        self.layer_widths = layer_widths or {}
         self.settings = settings
         sources = {"style": tokens, "content": content_tokens or tokens}
         width = deadiff.info.qformer.hidden_size
         zeros = torch.zeros(deadiff.info.qformer.num_query_tokens, width)
         active = MODES[settings.mode]
         for branch in active:
+            if branch not in deadiff.info.branches:
+                raise ValueError(f"mode {settings.mode!r} needs the {branch} branch, but this DEADiff model was loaded "
+                                 f"with {' + '.join(deadiff.info.branches)} only; load it with branches 'both'")
             if sources[branch][branch] is None:
                 raise ValueError(f"mode {settings.mode!r} needs {branch} tokens, but the {branch} reference only has "
                                  f"{' and '.join(sources[branch].branches)}; pick a mode it has or a full DEADiff model")
@@ -109,7 +115,10 @@ class Injection:
                     layer.index: tuple(t.to(device, dtype) for t in image_keys_values(
                         projections[layer.index], self.layer_tokens[layer.index].to(weight.device, weight.dtype),
                         self.settings.layer_weight(layer)))
-                    for layer in SD15_LAYERS}
+                    for layer in SD15_LAYERS if layer.index in projections}
+        if layer.index not in self._cache[key]:
+            zeros = torch.zeros(len(self.layer_tokens[layer.index]), self.layer_widths[layer.index], device=device, dtype=dtype)
+            self._cache[key][layer.index] = (zeros, zeros)
         return self._cache[key][layer.index]
 
     def use_image(self, extra_options, batch, device):
@@ -225,7 +234,14 @@ def install_patches(model, injection):
     return patched
 
 
+def key_widths(model):
+    """Width of the text keys in each of the 16 cross-attention layers of an SD1.x MODEL."""
+    unet = model.get_model_object("diffusion_model")
+    return {layer.index: unet.get_submodule(f"{layer.ldm_block}.transformer_blocks.0.attn2").to_k.out_features
+            for layer in SD15_LAYERS}
+
+
 def apply_deadiff(model, deadiff, tokens, settings, content_tokens=None):
     """A clone of `model` with DEADiff on all 16 cross-attention layers; `model` itself is untouched."""
     check_sd1_model(model, deadiff.adapter.projections)
-    return install_patches(model, Injection(deadiff, tokens, settings, content_tokens))
+    return install_patches(model, Injection(deadiff, tokens, settings, content_tokens, key_widths(model)))

@@ -11,6 +11,7 @@ from . import model_folder
 model_folder.register()
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BRANCH_CHOICES = {"both": None, "style only": ("style",), "content only": ("content",)}
 
 
 class DEADiffLoader:
@@ -34,17 +35,22 @@ class DEADiffLoader:
                     "default": "auto",
                     "tooltip": "Precision the encoder weights are kept in; auto follows ComfyUI's choice for "
                                "text encoders on this device. Compute runs in the input's precision."}),
+                "branches": (list(BRANCH_CHOICES), {
+                    "default": "both",
+                    "tooltip": "Load only one branch to save memory: 'style only' skips the content Q-Former and "
+                               "the content layers' projections (then only mode 'style' works)."}),
             },
         }
 
-    def load(self, deadiff_name, dtype="auto"):
+    def load(self, deadiff_name, dtype="auto", branches="both"):
         path = folder_paths.get_full_path_or_raise(model_folder.FOLDER, deadiff_name)
         if dtype == "auto":
             weight_dtype = comfy.model_management.text_encoder_dtype(comfy.model_management.text_encoder_device())
         else:
             weight_dtype = DTYPES[dtype]
         try:
-            adapter = load_adapter(path, dtype=weight_dtype, operations=comfy.ops.manual_cast)
+            adapter = load_adapter(path, dtype=weight_dtype, operations=comfy.ops.manual_cast,
+                                   branches=BRANCH_CHOICES[branches])
         except CheckpointError as e:
             raise ValueError(f"DEADiff Loader: {e}") from None
         info = f"{adapter.info.describe()}; weights kept in {str(weight_dtype).removeprefix('torch.')}"

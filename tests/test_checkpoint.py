@@ -169,3 +169,18 @@ def test_pickle_that_carries_code_is_refused(tmp_path, tiny_state_dict):
     # the payload is real: an unsafe load would have run it
     torch.load(zipped, weights_only=False)
     assert marker.read_text() == "pwned"
+
+
+def test_loading_one_branch_of_a_full_file(tiny_ckpt):
+    adapter = load_adapter(tiny_ckpt, branches=("content",))
+    assert adapter.info.branches == ("content",)
+    assert set(adapter.encoder.branches) == {"content"}
+    assert sorted(int(i) for i in adapter.projections.layers) == [4, 5, 6, 7, 8]
+    assert "no style branch" in adapter.info.describe()
+
+
+def test_asking_for_a_branch_the_file_lacks(tmp_path):
+    path = tmp_path / "style_only.ckpt"
+    save_official_checkpoint(path, official_state_dict(TINY, branches=("style",)))
+    with pytest.raises(CheckpointError, match="has no content branch"):
+        load_adapter(path, branches=("content",))

@@ -18,6 +18,7 @@ def test_loader_lists_models_deadiff_files(comfy_server, tiny_state_dict):
     assert info["category"] == "DEADiff" and info["output"] == ["DEADIFF"]
     assert "deadiff_tiny.ckpt" in info["input"]["required"]["deadiff_name"][0]
     assert info["input"]["optional"]["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
+    assert info["input"]["optional"]["branches"][0] == ["both", "style only", "content only"]
     assert info["description"]
     for spec in (*info["input"]["required"].values(), *info["input"]["optional"].values()):
         assert spec[1]["tooltip"]

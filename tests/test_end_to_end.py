@@ -116,3 +116,14 @@ def test_mix_with_all_weight_on_one_reference_equals_that_reference(server):
     mixed["18"]["inputs"].update(ratio_1=0.5, ratio_2=0.5)
     _, half = saved_image(server, run_ok(server, mixed))
     assert np.abs(half - first).mean() > 0.5
+
+
+def test_style_only_load_gives_the_same_style_image(server):
+    style_only = graph()
+    style_only["5"]["inputs"]["branches"] = "style only"
+    _, lean = saved_image(server, run_ok(server, style_only))
+    _, full = saved_image(server, run_ok(server, graph()))
+    assert np.array_equal(lean, full)
+    style_only["8"]["inputs"]["mode"] = "content"
+    _, error = server.run(style_only)
+    assert "loaded with style only" in error

@@ -247,3 +247,14 @@ def test_other_model_families_are_refused(comfy, deadiff, tokens, family, change
     with pytest.raises(ValueError, match="for SD1.x models") as info:
         apply(patcher, deadiff, tokens)
     assert type(model_config).__name__ in str(info.value)
+
+
+def test_a_style_only_adapter_gives_the_same_style_mode_and_refuses_content(comfy, unet, official, deadiff, tokens, inputs):
+    from deadiff_core.comfy_adapter import ComfyDEADiff
+
+    style_only = ComfyDEADiff(adapter_from_state_dict(official, "<memory>", "official checkpoint", branches=("style",)))
+    assert style_only.info.branches == ("style",) and len(style_only.adapter.projections.layers) == 11
+    assert torch.equal(run(apply(unet, style_only, tokens, mode="style"), inputs),
+                       run(apply(unet, deadiff, tokens, mode="style"), inputs))
+    with pytest.raises(ValueError, match="loaded with style only"):
+        apply(unet, style_only, tokens, mode="content")

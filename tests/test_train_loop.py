@@ -198,3 +198,72 @@ def test_two_gloo_processes_equal_one_process_and_accumulation(comfy, manifest, 
         losses, reference_losses = read_losses(tmp_path / run), read_losses(tmp_path / "one")
         assert losses.keys() == reference_losses.keys()
         assert all(abs(losses[s] - reference_losses[s]) < 1e-6 for s in losses), (run, losses, reference_losses)
+
+
+def test_command_line_with_a_toml_config_bf16_gradient_checkpointing_and_validation_images(comfy, manifest, tmp_path):
+    reference = os.path.join(os.path.dirname(manifest), "img0.png")
+    (tmp_path / "train.toml").write_text(f"""
+output_dir = "run"
+precision = "bf16"
+gradient_checkpointing = true
+log_every = 1
+
+[model]
+factory = "deadiff_core.train.tiny:tiny_backbone"
+
+[start]
+source = "random"
+proj_hidden = 64
+qformer = {{ num_layers = 1, intermediate_size = 64, vision_width = 32, vocab_size = 4200, max_positions = 16 }}
+
+[data]
+manifest = "{manifest}"
+resolution = 64
+workers = 1
+
+[optim]
+batch_size = 2
+max_steps = 2
+
+[checkpoint]
+every = 1
+keep = 1
+
+[validation]
+every = 2
+references = ["{reference}"]
+prompts = ["a lighthouse", "a cat"]
+steps = 2
+""")
+    done = run_cli(["-m", "deadiff_core.train", "--config", str(tmp_path / "train.toml")])
+    run = tmp_path / "run"
+    assert done.stdout.strip().endswith(f"adapter: {run / 'deadiff_adapter.safetensors'}")
+    assert "gradient checkpointing on 38 UNet blocks" in done.stderr
+    assert "TensorBoard is not installed: logging to CSV only" in done.stderr or (run / "tensorboard").is_dir()
+    assert sorted(os.listdir(run / "checkpoints")) == ["step_00000002.pt"]
+    images = sorted(os.listdir(run / "validation" / "step_00000002"))
+    assert images == ["reference0_prompt0.png", "reference0_prompt1.png"]
+    assert Image.open(run / "validation" / "step_00000002" / images[0]).size == (64, 64)
+    losses = (run / "log.csv").read_text().splitlines()
+    assert losses[0] == "step,kind,loss,lr,samples_per_s" and len(losses) == 3
+    assert all(np.isfinite(float(line.split(",")[2])) for line in losses[1:])
+
+
+def test_bad_configs_are_refused_with_the_key_named(tmp_path):
+    (tmp_path / "typo.json").write_text(json.dumps({"model": {"factory": "x:y"}, "data": {"manifest": "m.jsonl"},
+                                                    "optim": {"learning_rate": 1e-4}}))
+    done = subprocess.run([sys.executable, "-m", "deadiff_core.train", "--config", str(tmp_path / "typo.json")],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    assert done.returncode == 2 and "unknown key(s) learning_rate in [optim]" in done.stderr
+
+    from deadiff_core.train.config import ConfigError, config_from_dict
+    good = {"model": {"checkpoint": "sd15.safetensors"}, "data": {"manifest": "m"}, "start": {"source": "random"}}
+    config_from_dict(good)
+    for changes, message in (({"model": {}}, "exactly one of model.checkpoint and model.factory"),
+                             ({"data": {"manifest": "m", "resolution": 500}}, "multiple of 64"),
+                             ({"data": {"manifest": "m", "drop": {"style": 2}}}, "within 0..1"),
+                             ({"start": {"source": "deadiff"}}, "needs start.path"),
+                             ({"precision": "fp8"}, "precision must be one of"),
+                             ({"distributed": {"strategy": "fsdp"}, "precision": "fp16"}, "fsdp trains in bf16 or fp32")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({**good, **changes})

@@ -273,7 +273,9 @@ def test_workflow_written_without_the_extension_loads_with_its_preset(browser, t
     prompt = browser.graph_to_prompt()
     assert prompt["2"]["inputs"]["layer_weights"] == "style layers only"
     assert prompt["2"]["inputs"]["mode"] == "style and content" and prompt["2"]["inputs"]["deadiff"] == ["1", 0]
-    assert prompt["1"] == {"class_type": "DEADiffLoader", "inputs": {"deadiff_name": "deadiff_v1.ckpt", "dtype": "auto"},
+    assert prompt["1"] == {"class_type": "DEADiffLoader",
+                           # written before the loader had `branches`: the editor fills in its default
+                           "inputs": {"deadiff_name": "deadiff_v1.ckpt", "dtype": "auto", "branches": "both"},
                            "_meta": {"title": "Load DEADiff Model"}}
     assert saved_values(browser, 2) == workflow["nodes"][1]["widgets_values"]
 
@@ -347,7 +349,7 @@ def test_loader_and_encoder_show_what_they_did_after_a_run(browser, info_files):
     assert "with its own CLIP vision tower" in loader_text and "weights kept in float" in loader_text
     assert encode_text.startswith("1 reference: style tokens, 16 per reference and branch (768 wide)")
     # shown, never saved: the nodes' saved values are as before the run
-    assert saved_values(browser, loader) == [checkpoint, "auto"]
+    assert saved_values(browser, loader) == [checkpoint, "auto", "both"]
     assert saved_values(browser, encode) in (None, [])
     browser.show_nodes([loader, image, encode, save])
     browser.screenshot(os.path.join(ARTIFACTS, "after_run.png"))

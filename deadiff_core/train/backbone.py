@@ -76,3 +76,8 @@ class FrozenEncoders:
         clip = self.backbone.clip
         rows = [clip.encode_from_tokens(clip.tokenize(caption))[:, :77] for caption in captions]
         return torch.cat(rows).to(self.device, torch.float32)
+
+
+def conditioning(clip, text):
+    """What ComfyUI's CLIPTextEncode gives for `text`: [[cond, {"pooled_output": ...}]]."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))

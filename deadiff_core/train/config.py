@@ -4,20 +4,15 @@ Unknown keys are refused by name (a typo must not silently train with a default)
 relative to the config file's folder. Defaults follow DEADIFF_SPEC.md §4.
 """
 import dataclasses
-import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 
+from ..data.config_files import ConfigError, build, read_config_file
 from ..data.manifest import KINDS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 STARTS = ("random", "deadiff", "blip_diffusion")
 STRATEGIES = ("ddp", "fsdp")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass
@@ -38,6 +33,7 @@ class StartConfig:
 
 @dataclass
 class DataConfig:
+    merged = ("ratios", "drop")     # a kind left out keeps its default
     manifest: str = ""
     resolution: int = 512
     ratios: dict = field(default_factory=lambda: {"style": 1.0, "content": 1.0, "recon": 1.0})
@@ -102,7 +98,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    base_dir: str = field(default=".", repr=False)  # folder relative paths are resolved against
+    base_dir: str = field(default=".", repr=False, init=False)  # folder relative paths are resolved against
 
     def path(self, value):
         return value if not value or os.path.isabs(value) else os.path.normpath(os.path.join(self.base_dir, value))
@@ -130,39 +126,15 @@ class TrainConfig:
         return self
 
 
-def _build(cls, values, where):
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'the config'} must be a table/object, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where or 'the config'}; known: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"[{name}]")
-        elif isinstance(default, dict):
-            kwargs[name] = {**default, **value} if name in ("ratios", "drop") else value
-        else:
-            kwargs[name] = tuple(value) if isinstance(default, tuple) else value
-    return cls(**kwargs)
-
-
 def config_from_dict(values, base_dir="."):
-    config = _build(TrainConfig, values, "")
+    config = build(TrainConfig, values)
     config.base_dir = base_dir
     return config.check()
 
 
 def load_config(path):
-    with open(path, "rb") as f:
-        try:
-            values = tomllib.load(f) if path.endswith(".toml") else json.load(f)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: {e}") from None
     try:
-        return config_from_dict(values, os.path.dirname(os.path.abspath(path)))
+        return config_from_dict(read_config_file(path), os.path.dirname(os.path.abspath(path)))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 

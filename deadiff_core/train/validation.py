@@ -11,13 +11,9 @@ from ..checkpoint import AdapterInfo, DEADiffAdapter
 from ..comfy_patch import InjectionSettings, apply_deadiff
 from ..data.dataset import load_rgb
 from ..tokens import ReferenceTokens
+from .backbone import conditioning
 
 log = logging.getLogger("deadiff")
-
-
-def conditioning(clip, text):
-    """What CLIPTextEncode gives: [[cond, {"pooled_output": ...}]]."""
-    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
 def training_deadiff(encoder, projections, device):

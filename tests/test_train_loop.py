@@ -172,24 +172,34 @@ def run_cli(arguments, timeout=600, env=None):
     return done
 
 
+def torchrun(config_values_, path):
+    path.write_text(json.dumps(config_values_))
+    run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "deadiff_core.train",
+             "--config", str(path)])
+
+
 def test_two_gloo_processes_equal_one_process_and_accumulation(comfy, manifest, tmp_path):
-    """Global batch 2: two processes x 1 (torchrun, DDP on gloo), one process x 2, one process x 1 x 2
-    accumulation steps; the trained weights agree to float round-off."""
+    """Global batch 2: two processes x 1 (torchrun on gloo, DDP; FSDP for two steps, resumed by one
+    process), one process x 2, one process x 1 x 2 accumulation steps; the trained weights agree to
+    float round-off."""
     from deadiff_core.train.metrics import read_losses
     from deadiff_core.train.trainer import train
 
-    common = {"checkpoint": {"every": 0, "export_dtype": "fp32", "resume": "none"}}
+    no_checkpoints = {"checkpoint": {"every": 0, "export_dtype": "fp32", "resume": "none"}}
     dropout_off = {"proj_dropout": 0.0, "max_steps": 3}  # dropout masks depend on how rows split into processes
-    distributed = config_values(manifest, tmp_path / "ddp", optim={**dropout_off, "batch_size": 1}, **common)
-    config_path = tmp_path / "ddp.json"
-    config_path.write_text(json.dumps(distributed))
-    run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "deadiff_core.train",
-             "--config", str(config_path)])
-    train(make_config(manifest, tmp_path / "one", optim={**dropout_off, "batch_size": 2}, **common))
-    train(make_config(manifest, tmp_path / "accumulated", optim={**dropout_off, "batch_size": 1, "accumulation": 2}, **common))
+    torchrun(config_values(manifest, tmp_path / "ddp", optim={**dropout_off, "batch_size": 1}, **no_checkpoints),
+             tmp_path / "ddp.json")
+    torchrun(config_values(manifest, tmp_path / "fsdp", optim={**dropout_off, "batch_size": 1, "max_steps": 2},
+                           checkpoint={"every": 2, "export_dtype": "fp32", "resume": "none"}, distributed={"strategy": "fsdp"}),
+             tmp_path / "fsdp.json")
+    train(make_config(manifest, tmp_path / "fsdp", optim={**dropout_off, "batch_size": 2},
+                      checkpoint={"every": 0, "export_dtype": "fp32", "resume": "auto"}))
+    train(make_config(manifest, tmp_path / "one", optim={**dropout_off, "batch_size": 2}, **no_checkpoints))
+    train(make_config(manifest, tmp_path / "accumulated", optim={**dropout_off, "batch_size": 1, "accumulation": 2},
+                      **no_checkpoints))
 
     reference = load_file(tmp_path / "one" / "deadiff_adapter.safetensors")
-    for run in ("ddp", "accumulated"):
+    for run in ("ddp", "fsdp", "accumulated"):
         other = load_file(tmp_path / run / "deadiff_adapter.safetensors")
         differences = torch.cat([(other[k].float() - reference[k].float()).abs().flatten() for k in reference])
         # Adam divides by sqrt(v): where a gradient is ~0, round-off in its sum moves a weight by up to ~1e-5;

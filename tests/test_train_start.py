@@ -1,6 +1,8 @@
 """Where training starts and what it hands over: BLIP-Diffusion's published layouts in both
 branches, a DEADiff checkpoint to fine-tune, and the exported adapter, which the inference path
 (load_adapter -> apply_deadiff) and a next training both read back."""
+import os
+
 import pytest
 import torch
 
@@ -103,3 +105,29 @@ def test_exported_adapter_loads_applies_and_starts_a_fine_tune(comfy, manifest, 
     again_encoder, again_projections = fine_tune.trained_state()
     assert all(torch.equal(again_encoder[k], v) for k, v in encoder_state.items())
     assert all(torch.equal(again_projections[k], v) for k, v in projection_state.items())
+
+
+def test_an_adapter_trained_on_a_full_size_sd15_generates_through_the_real_nodes(server, tmp_path):
+    """Fine-tune the server's DEADiff file (full ViT-L inside) on its SD1.5 checkpoint, as a user would
+    point the trainer at their files; the adapter goes into models/deadiff and generates through
+    Load DEADiff Model -> Encode -> Apply -> KSampler."""
+    import numpy as np
+
+    from deadiff_core.train.trainer import train
+    from graphs import CHECKPOINT, DEADIFF, graph, run_ok, saved_image
+
+    manifest = write_pairs(str(tmp_path / "pairs"), count=3)
+    config = make_config(manifest, tmp_path / "run", model={"factory": "", "checkpoint": server.model_path("checkpoints", CHECKPOINT)},
+                         start={"source": "deadiff", "path": server.model_path("deadiff", DEADIFF)},
+                         data={"manifest": manifest, "resolution": 64, "workers": 0, "ratios": {"style": 0, "content": 0}},
+                         optim={"lr": 1e-2, "warmup_steps": 1, "batch_size": 1, "max_steps": 1},
+                         checkpoint={"every": 0, "export_dtype": "fp16", "resume": "none"})
+    adapter = train(config)
+    trained = "deadiff_trained.safetensors"
+    os.replace(adapter, server.model_path("deadiff", trained))
+
+    prompt = graph()
+    prompt["5"]["inputs"]["deadiff_name"] = trained
+    _, image = saved_image(server, run_ok(server, prompt))
+    _, original = saved_image(server, run_ok(server, graph()))
+    assert image.shape == original.shape and np.abs(image - original).mean() > 0.5

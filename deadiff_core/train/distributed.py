@@ -50,12 +50,17 @@ def parallelise(module, processes, strategy):
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for child in (*module.encoder.branches.values(), module.projections):
-            fully_shard(child)
+        # each branch gathers its weights when it runs; the i_to_k/v are read inside the UNet's
+        # forward (never through a forward of their own), so they stay in the root's group,
+        # gathered for the whole objective forward
+        for branch in module.encoder.branches.values():
+            fully_shard(branch)
         return fully_shard(module)
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(module, device_ids=[processes.device.index] if processes.device.type == "cuda" else None)
+    # gradients live in the all-reduce buckets themselves: no second copy of 426 M gradients
+    return DistributedDataParallel(module, device_ids=[processes.device.index] if processes.device.type == "cuda" else None,
+                                   gradient_as_bucket_view=True)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from ..attention import MODES
 from ..data.config_files import ConfigError, build, read_config_file
 from ..data.manifest import KINDS
 
@@ -123,6 +124,9 @@ class TrainConfig:
         need(self.checkpoint.export_dtype in ("fp16", "bf16", "fp32"), "checkpoint.export_dtype must be fp16, bf16 or fp32")
         need(len(self.validation.references) > 0 and len(self.validation.prompts) > 0 or not self.validation.every,
              "validation.every needs validation.references and validation.prompts")
+        need(self.validation.mode in MODES, f"validation.mode must be one of {', '.join(MODES)}")
+        missing = [r for r in self.validation.references if not os.path.isfile(self.path(r))]
+        need(not missing or not self.validation.every, f"validation reference(s) not found: {', '.join(missing)}")
         return self
 
 

@@ -151,13 +151,17 @@ def estimate(batch=8, resolution=512, gpus=1, fsdp=False, precision="bf16"):
 
     frozen, unet = frozen_parameter_counts()
     encoder = DEADiffEncoder(QFormerConfig(), 3072, device="meta")
-    trainable = _count(encoder) - sum(_count(b.ln_vision) for b in encoder.branches.values())
-    trainable += _count(ImageProjections({layer.index: layer.channels for layer in SD15_LAYERS}, 768, device="meta"))
+    branch = max(_count(b) - _count(b.ln_vision) for b in encoder.branches.values())
+    projections = _count(ImageProjections({layer.index: layer.channels for layer in SD15_LAYERS}, 768, device="meta"))
+    trainable = len(encoder.branches) * branch + projections
     weight_bytes = 4 if precision == "fp32" else 2
     activations, checkpointed = activation_bytes(unet, batch, resolution, precision)
-    states = trainable * 16 / (gpus if fsdp else 1)
+    sharded = fsdp and gpus > 1
     rows = {f"frozen weights ({sum(frozen.values()) / 1e6:.0f} M params, {weight_bytes} B each)": sum(frozen.values()) * weight_bytes,
-            f"trained weights + gradients + AdamW ({trainable / 1e6:.0f} M params, 16 B each{f' / {gpus} GPUs' if fsdp else ''})": states}
+            f"trained weights + gradients + AdamW ({trainable / 1e6:.0f} M params, 16 B each{f' / {gpus} GPUs' if sharded else ''})":
+                trainable * 16 / (gpus if sharded else 1)}
+    if sharded:  # the root group (i_to_k/v) stays gathered through the forward, a branch while it runs
+        rows["FSDP: weights gathered at once (the i_to_k/v + one Q-Former branch, fp32)"] = 4 * (projections + branch)
     return frozen, trainable, rows, activations, checkpointed
 
 

@@ -9,7 +9,7 @@ not used (the trainer's text is "" for it, spec §4) and may be empty.
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
@@ -113,6 +113,3 @@ def write_manifest(path, rows):
             f.write(json.dumps({name: row[name] for name in FIELDS}, ensure_ascii=False) + "\n")
     os.replace(partial, path)
 
-
-def pair_row(pair):
-    return {name: value for name, value in asdict(pair).items() if name in FIELDS}

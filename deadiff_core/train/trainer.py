@@ -63,6 +63,27 @@ class Trainer:
         import_comfy()
         self.config, self.processes, self.device = config, processes, processes.device
         self.output_dir = config.path(config.output_dir)
+        optim, resolution = config.optim, config.data.resolution
+        # the data first: a bad manifest should fail before minutes of model loading
+        self.pairs = read_manifest(config.path(config.data.manifest), config.data.bad_rows)
+        self.global_batch = optim.batch_size * optim.accumulation * processes.world_size
+        self.plan = TrainingPlan(self.pairs, config.seed, config.data.ratios, config.data.drop, self.global_batch,
+                                 (4, resolution // 8, resolution // 8))
+        vision = self._set_up_models(backbone)
+        self.dataset = PairImages(self.pairs, resolution, vision.image_size)
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+        warmup = max(1, optim.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        log.info("start: %s; %s trainable parameters; %d pairs; global batch %d (%d x %d accumulation x %d processes)",
+                 self.start.description, f"{sum(p.numel() for p in self.parameters):,}", len(self.pairs), self.global_batch,
+                 optim.batch_size, optim.accumulation, processes.world_size)
+
+    def _set_up_models(self, backbone):
+        """Frozen backbone on the device, the trainable start, the objective through the shared
+        patches, wrapped for data parallelism; returns the CLIP vision model."""
+        config = self.config
         self.backbone = on_training_device(backbone or load_backbone(config.model, config.path, config.precision), self.device)
         unet = self.backbone.model.model.diffusion_model
         self.start = load_start(config.start, unet, config.path, config.seed)
@@ -81,24 +102,8 @@ class Trainer:
         injection = PerSampleInjection(projections)
         options = patched_transformer_options(self.backbone.model, injection)
         self.objective = DEADiffObjective(encoder, projections, unet, options, injection, SD15NoiseSchedule())
-        self.model = parallelise(self.objective, processes, config.distributed.strategy)
-        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
-        optim = config.optim
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
-        warmup = max(1, optim.warmup_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
-
-        self.pairs = read_manifest(config.path(config.data.manifest), config.data.bad_rows)
-        resolution = config.data.resolution
-        self.global_batch = optim.batch_size * optim.accumulation * processes.world_size
-        self.plan = TrainingPlan(self.pairs, config.seed, config.data.ratios, config.data.drop, self.global_batch,
-                                 (4, resolution // 8, resolution // 8))
-        self.dataset = PairImages(self.pairs, resolution, vision.image_size)
-        trainable = sum(p.numel() for p in self.parameters)
-        log.info("start: %s; %s trainable parameters; %d pairs; global batch %d (%d x %d accumulation x %d processes)",
-                 self.start.description, f"{trainable:,}", len(self.pairs), self.global_batch, optim.batch_size,
-                 optim.accumulation, processes.world_size)
+        self.model = parallelise(self.objective, self.processes, config.distributed.strategy)
+        return vision
 
     def fingerprint(self):
         """What fixes the data order: a checkpoint of a run that differs here cannot be resumed."""

@@ -117,6 +117,27 @@ def test_overfits_a_fixed_batch(comfy, manifest, tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_each_pair_kind_feeds_its_branches_and_text_as_the_spec_says(comfy, manifest, tmp_path):
+    """Spec §4: style pairs feed the style branch (content gets zeros) with the caption, content pairs the
+    reverse, reconstructions both with the text ""; dropped rows get zeros in both branches."""
+    t = trainer(make_config(manifest, tmp_path, data={"manifest": manifest, "resolution": 64, "workers": 0,
+                                                      "drop": {"style": 0.5, "content": 0.5}}))
+    spec = {"style": (True, False, True), "content": (False, True, True), "recon": (True, True, False)}  # style, content, caption
+    seen = set()
+    for step in range(12):
+        draws, rows = t.plan.draws(step), t.plan.rows(step)
+        batch = torch.utils.data.default_collate([t.dataset[i] for i in rows.tolist()])
+        inputs = t.micro_batch(batch, draws, slice(0, 2))
+        style, content, captioned = spec[draws.kind]
+        kept = ~draws.dropped
+        assert torch.equal(inputs["keep_style"], kept & style) and torch.equal(inputs["keep_content"], kept & content)
+        captions = [t.pairs[i].caption if captioned else "" for i in rows.tolist()]
+        assert torch.equal(inputs["context"], t.frozen.text(captions))
+        assert {t.pairs[i].kind for i in rows.tolist()} == {draws.kind}
+        seen |= {(draws.kind, bool(d)) for d in draws.dropped}
+    assert {kind for kind, _ in seen} == {"style", "content", "recon"} and ("style", True) in seen and ("recon", True) not in seen
+
+
 def test_frozen_weights_stay_bit_identical_and_every_trainable_one_changes(comfy, manifest, tmp_path):
     from deadiff_core.train.tiny import tiny_backbone
 

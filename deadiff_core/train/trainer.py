@@ -181,17 +181,25 @@ class Trainer:
                 "keep_style": keep[STYLE].to(self.device), "keep_content": keep[CONTENT].to(self.device)}
 
     def periodic(self, done):
+        """Checkpoint, export, validation images when due; the other processes wait for process 0's
+        writing (a resume must find the checkpoint complete)."""
         config = self.config
-        every = config.checkpoint.every
-        if every and (done % every == 0 or done == config.optim.max_steps):
+
+        def due(every):
+            return every > 0 and done % every == 0
+        wrote = False
+        if due(config.checkpoint.every) or (config.checkpoint.every and done == config.optim.max_steps):
             save_training_state(self.output_dir, done, self.model, self.optimizer, self.scheduler, self.scaler,
                                 self.fingerprint(), self.processes, config.checkpoint.keep)
-        export_every = config.checkpoint.export_every
-        if export_every and done % export_every == 0:
+            wrote = True
+        if due(config.checkpoint.export_every):
             self.export(os.path.join(self.output_dir, "adapters", f"deadiff_step{done:08d}.safetensors"))
-        if config.validation.every and done % config.validation.every == 0:
+            wrote = True
+        if due(config.validation.every):
             self.validate(done)
-        barrier(self.processes)
+            wrote = True
+        if wrote:
+            barrier(self.processes)
 
     def trained_state(self):
         """Full (unsharded) trained weights on the CPU: (encoder state, projections state)."""

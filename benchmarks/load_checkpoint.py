@@ -16,11 +16,10 @@ import tempfile
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from harness import ROOT, spread  # also puts the repository root on sys.path
 
-from deadiff_core.convert import convert  # noqa: E402
-from deadiff_core.synthetic import TINY, OfficialLayout, official_state_dict, save_official_checkpoint  # noqa: E402
+from deadiff_core.convert import convert
+from deadiff_core.synthetic import TINY, OfficialLayout, official_state_dict, save_official_checkpoint
 
 # parameter counts of the parts the loader must skip (SD1.5 UNet, VAE, CLIP-L text encoder)
 OTHER_PARTS = {"model.diffusion_model": 859_520_964, "first_stage_model": 83_653_863,
@@ -105,7 +104,7 @@ def main():
             adapter = runs[0]["adapter_bytes"]
             seconds = [r["seconds"] for r in runs]
             print(f"| {name} | {dtype} | {vision} | {adapter / 2**20:.0f} | {peak / 2**20:.0f} | {peak / adapter:.2f}x | "
-                  f"{statistics.median(seconds):.2f} ({min(seconds):.2f}-{max(seconds):.2f}) |")
+                  f"{spread(seconds)} |")
 
 
 if __name__ == "__main__":

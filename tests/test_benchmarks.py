@@ -5,13 +5,59 @@ import sys
 
 from conftest import REPO_ROOT
 
+UNET_VARIANTS = ["unpatched", "style", "style and content", "style, 4 references concatenated", "style, with a mask"]
+
+
+def run_benchmark(*args):
+    """The script's output (after checking it exits 0)."""
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def tables(output):
+    """Each markdown table printed, as rows of cells without the header."""
+    found, current = [], None
+    for line in output.splitlines():
+        if not line.startswith("|"):
+            current = None
+        elif current is None:
+            current = []  # the header row
+            found.append(current)
+        elif not line.startswith("| ---"):
+            current.append([cell.strip() for cell in line.strip("|").split("|")])
+    return found
+
+
+def median_of(cell):
+    """'1.234 (1.000-1.500)' -> 1.234, after checking min <= median <= max."""
+    median, low, high = map(float, re.fullmatch(r"([\d.]+) \(([\d.]+)-([\d.]+)\)", cell).groups())
+    assert low <= median <= high
+    return median
+
 
 def test_load_checkpoint_benchmark_runs_at_tiny_size():
-    result = subprocess.run([sys.executable, "benchmarks/load_checkpoint.py", "--size", "tiny", "--repeats", "1"],
-                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if re.match(r"\| (official|adapter)", line)]
-    assert len(rows) == 5
+    rows, = tables(run_benchmark("benchmarks/load_checkpoint.py", "--size", "tiny", "--repeats", "1"))
+    assert [row[0] for row in rows] == ["official .ckpt"] * 3 + ["adapter fp16", "adapter fp16 + vision"]
     for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert float(cells[3]) > 0 and float(cells[5].rstrip("x")) > 0  # adapter MiB, ratio
+        assert float(row[3]) > 0 and float(row[5].rstrip("x")) > 0  # adapter MiB, ratio
+
+
+def test_unet_step_benchmark_runs_and_profiles_every_variant_at_tiny_size():
+    output = run_benchmark("benchmarks/unet_step.py", "--tiny", "--rounds", "2", "--profile")
+    timings, *profiles = tables(output)
+    assert [row[0] for row in timings] == UNET_VARIANTS
+    assert timings[0][2] == "1.000 (1.000-1.000)"  # the baseline against itself
+    for _, seconds, ratio in timings:
+        assert median_of(seconds) > 0 and median_of(ratio) > 0
+    assert re.findall(r"^profile, (.+) minus unpatched:", output, re.M) == UNET_VARIANTS[1:]
+    assert len(profiles) == 4 and all(profiles)
+
+
+def test_encoder_throughput_benchmark_runs_at_tiny_size():
+    rows, = tables(run_benchmark("benchmarks/encoder_throughput.py", "--tiny"))
+    assert [row[0] for row in rows] == ["1"]
+    _, seconds, images_per_second, qformer_seconds, share = rows[0]
+    assert median_of(seconds) > 0 and median_of(images_per_second) > 0
+    assert 0 < median_of(qformer_seconds) < median_of(seconds)
+    assert 0 < median_of(share) < 100

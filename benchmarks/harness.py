@@ -1,0 +1,117 @@
+"""What the benchmarks share: ComfyUI imported as a library, interleaved timing, medians and spreads."""
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def add_arguments(parser):
+    """Options both ComfyUI benchmarks take."""
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time this process's CPU seconds, not wall-clock ones: steadier on a machine shared with "
+                             "other work; with --threads 1 it is the compute alone (CPU runs only)")
+    parser.add_argument("--pytorch-attention", action="store_true",
+                        help="start ComfyUI as with --use-pytorch-cross-attention (its default on NVIDIA GPUs, not on CPU)")
+
+
+def setup(args):
+    """Apply the common options; return ComfyUI, the clock to time with and the clock's name for the report."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    comfy = _import_comfy(args.pytorch_attention)
+    if not args.cpu_time:
+        return comfy, time.perf_counter, "wall-clock seconds"
+    if torch.cuda.is_available():
+        raise SystemExit("--cpu-time measures CPU work; on a GPU, time wall-clock seconds")
+    return comfy, time.process_time, "CPU seconds of this process"
+
+
+def _import_comfy(pytorch_attention):
+    """The ComfyUI runtime as a library (COMFYUI_PATH, else the one ./scripts/setup.sh installed)."""
+    path = os.environ.get("COMFYUI_PATH")
+    if not path:
+        with open(os.path.join(ROOT, ".venv", "comfyui-path")) as f:
+            path = f.read().strip()
+    sys.path.insert(0, path)
+    from comfy.cli_args import args  # parses no command line when imported as a library
+
+    # read once, when comfy.model_management is first imported
+    args.cpu = not torch.cuda.is_available()
+    args.use_pytorch_cross_attention = pytorch_attention
+    import comfy.model_management
+    import comfy.ops
+    return comfy
+
+
+def device_and_dtype():
+    """Where and in what precision the benchmarks run: fp16 on a GPU, fp32 on the CPU."""
+    return (torch.device("cuda"), torch.float16) if torch.cuda.is_available() else (torch.device("cpu"), torch.float32)
+
+
+def describe_run(rounds, clock_name, others):
+    """The report's line on how it was measured."""
+    from comfy.cli_args import args
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    flags = [flag for flag, on in (("--cpu", args.cpu),
+                                   ("--use-pytorch-cross-attention", args.use_pytorch_cross_attention)) if on]
+    return (f"torch {torch.__version__}, {device}, ComfyUI flags: {' '.join(flags) or 'none'}; {rounds} rounds after "
+            f"1 warm-up, interleaved, {clock_name}; other processes took {others:.0%} of the CPU meanwhile")
+
+
+def interleaved(cases, rounds, clock=time.perf_counter, warmup=1):
+    """Seconds per call of each case, {name: [one per round]}, and the share of the machine's CPU time that
+    other processes took meanwhile (anything well above 0 skews wall-clock figures).
+
+    Cases run round-robin, each round starting one case later, so that drifts in the machine's load and
+    any advantage of going first or after a given case fall on every case alike. Warm-up rounds (first
+    calls fill caches and the allocator) are not kept.
+    """
+    names = list(cases)
+    times = {name: [] for name in names}
+    machine, own, start = *_cpu_seconds(), time.perf_counter()
+    for index in range(warmup + rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = _time(cases[name], clock)
+            if index >= warmup:
+                times[name].append(seconds)
+    machine_end, own_end = _cpu_seconds()
+    others = (machine_end - machine) - (own_end - own)
+    return times, max(others, 0) / ((time.perf_counter() - start) * os.cpu_count())
+
+
+def _cpu_seconds():
+    """CPU seconds used so far by the whole machine (/proc/stat, Linux) and by this process."""
+    with open("/proc/stat") as f:
+        ticks = [int(n) for n in f.readline().split()[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return busy / os.sysconf("SC_CLK_TCK"), usage.ru_utime + usage.ru_stime
+
+
+def _time(call, clock):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # GPU work is asynchronous: time what the call queued, not only the queuing
+    start = clock()
+    call()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return clock() - start
+
+
+def ratios_to(times, baseline):
+    """Each case divided by the baseline of the same round (a slow round slows both)."""
+    return {name: [t / b for t, b in zip(values, times[baseline])] for name, values in times.items()}
+
+
+def spread(values, digits=2):
+    """'median (min-max)'."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"

@@ -31,6 +31,15 @@ def comfy():
     return comfy
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: OpenMP's second thread only costs (by orders of magnitude on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_state_dict():
     return official_state_dict(TINY)

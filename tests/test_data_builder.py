@@ -16,12 +16,7 @@ from deadiff_core.data.manifest import read_manifest
 SUBJECTS, STYLES = ["a cat", "a lighthouse", "a teapot"], ["watercolor", "pixel art"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def builder_values(output_dir, **changes):

@@ -12,13 +12,7 @@ LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer
                         positions=16, proj_hidden=64, unet_channels=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: OpenMP's second thread only costs (by orders of magnitude on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

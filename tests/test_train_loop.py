@@ -20,13 +20,7 @@ RANDOM_START = {"source": "random", "proj_hidden": 64,
 TINY_FACTORY = {"factory": "deadiff_core.train.tiny:tiny_backbone"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: OpenMP's second thread only costs (by orders of magnitude on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_pairs(folder, count=6):

@@ -16,12 +16,7 @@ BLIP_LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qf
                              positions=16, proj_hidden=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,9 @@
 """The data builder's configuration (JSON or TOML): which prompts to render, with which model and
 sampler, and how to pair the images (spec §4: subjects x style descriptions, generated, paired)."""
-import os
 from dataclasses import dataclass, field
 
 from ..train.config import ModelConfig
-from .config_files import ConfigError, build, read_config_file
+from .config_files import ConfigError, checked_config, load_checked_config, need, resolve
 
 
 @dataclass
@@ -52,12 +51,9 @@ class BuilderConfig:
     base_dir: str = field(default=".", repr=False, init=False)
 
     def path(self, value):
-        return value if not value or os.path.isabs(value) else os.path.normpath(os.path.join(self.base_dir, value))
+        return resolve(self.base_dir, value)
 
     def check(self):
-        def need(ok, message):
-            if not ok:
-                raise ConfigError(message)
         need(len(self.subjects) >= 2 and len(self.styles) >= 2, "give at least 2 subjects and 2 styles (pairs need both to vary)")
         need(len(set(self.subjects)) == len(self.subjects) and len(set(self.styles)) == len(self.styles), "subjects and styles must be unique")
         need(all(isinstance(t, str) and t.strip() for t in [*self.subjects, *self.styles]), "subjects and styles must be non-empty text")
@@ -76,13 +72,8 @@ class BuilderConfig:
 
 
 def builder_config_from_dict(values, base_dir="."):
-    config = build(BuilderConfig, values)
-    config.base_dir = base_dir
-    return config.check()
+    return checked_config(BuilderConfig, values, base_dir)
 
 
 def load_builder_config(path):
-    try:
-        return builder_config_from_dict(read_config_file(path), os.path.dirname(os.path.abspath(path)))
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return load_checked_config(BuilderConfig, path)

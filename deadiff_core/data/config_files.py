@@ -5,11 +5,23 @@ dataclass field takes a table; the `merged` fields of a class are dicts merged o
 """
 import dataclasses
 import json
+import os
 import tomllib
 
 
 class ConfigError(ValueError):
     pass
+
+
+def need(ok, message):
+    """A config check: ConfigError(message) unless ok."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def resolve(base_dir, value):
+    """A path from a config file: absolute as given, relative to the file's folder otherwise."""
+    return value if not value or os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
 
 
 def build(cls, values, where=""):
@@ -39,3 +51,18 @@ def read_config_file(path):
             return tomllib.load(f) if str(path).endswith(".toml") else json.load(f)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: {e}") from None
+
+
+def checked_config(cls, values, base_dir="."):
+    """A `cls` built from `values`, its relative paths taken from `base_dir`, checked."""
+    config = build(cls, values)
+    config.base_dir = base_dir
+    return config.check()
+
+
+def load_checked_config(cls, path):
+    """checked_config from a file, relative paths taken from the file's folder; errors name the file."""
+    try:
+        return checked_config(cls, read_config_file(path), os.path.dirname(os.path.abspath(path)))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

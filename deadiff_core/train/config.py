@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..attention import MODES
-from ..data.config_files import ConfigError, build, read_config_file
+from ..data.config_files import ConfigError, checked_config, load_checked_config, need, resolve
 from ..data.manifest import KINDS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -102,12 +102,9 @@ class TrainConfig:
     base_dir: str = field(default=".", repr=False, init=False)  # folder relative paths are resolved against
 
     def path(self, value):
-        return value if not value or os.path.isabs(value) else os.path.normpath(os.path.join(self.base_dir, value))
+        return resolve(self.base_dir, value)
 
     def check(self):
-        def need(ok, message):
-            if not ok:
-                raise ConfigError(message)
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(self.start.source in STARTS, f"start.source must be one of {STARTS}, got {self.start.source!r}")
         need(self.start.source == "random" or self.start.path, f"start.source = {self.start.source!r} needs start.path")
@@ -131,16 +128,11 @@ class TrainConfig:
 
 
 def config_from_dict(values, base_dir="."):
-    config = build(TrainConfig, values)
-    config.base_dir = base_dir
-    return config.check()
+    return checked_config(TrainConfig, values, base_dir)
 
 
 def load_config(path):
-    try:
-        return config_from_dict(read_config_file(path), os.path.dirname(os.path.abspath(path)))
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return load_checked_config(TrainConfig, path)
 
 
 def as_dict(config):

@@ -2,7 +2,8 @@
 
 Both go through one path: open the file lazily (mmap), find the branches it holds, infer the
 configuration from tensor shapes, check every expected key and shape, then materialise only the
-adapter's tensors. Small random test files and the real 7.43 GB file take the same code.
+adapter's tensors, giving back each one's file pages once copied (file_pages.py). Small random
+test files and the real 7.43 GB file take the same code.
 """
 import os
 import pickle
@@ -16,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from . import ops
 from .encoder import DEADiffEncoder
+from .file_pages import FilePages
 from .layers import BRANCHES, SD15_LAYERS, layers_of
 from .projections import ImageProjections
 from .qformer import QFormerConfig
@@ -217,6 +219,7 @@ def _vision_copies(sd, branches):
 def _check_vision_copies_equal(sd, path, copies):
     """DEADiff froze the ViT, so both branch copies must be identical before one is kept."""
     (first, first_keys), *others = [(b, keys) for b, keys in copies.items() if keys]
+    pages = FilePages()
     for branch, keys in others:
         strip = lambda ks, b: [k.removeprefix(f"{b}_blip.") for k in ks]  # noqa: E731
         if strip(keys, branch) != strip(first_keys, first):
@@ -225,6 +228,8 @@ def _check_vision_copies_equal(sd, path, copies):
             if not torch.equal(sd[a], sd[b]):
                 raise CheckpointError(path, f"the {first} and {branch} vision towers differ ({a} vs {b}); DEADiff's ViT is "
                                       "frozen, so this file was modified. Load it without its vision tower and connect a CLIP vision model.")
+            pages.release(sd[a])
+            pages.release(sd[b])
 
 
 def adapter_layout(sd, path, with_vision=True, branches=None):
@@ -276,14 +281,25 @@ def _stored_dtypes(sd, keys):
     return tuple(sorted({sd[k].dtype for k in keys if sd[k].is_floating_point()}, key=str))
 
 
-def _copy_into(module, keys, sd):
+def _copy_into(module, keys, sd, pages):
     """Copy official tensors into the module one at a time (keys and shapes were checked by
-    adapter_layout): at most one source tensor is alive, and of an mmap-ed file only the
-    adapter's pages are ever read."""
+    adapter_layout): of an mmap-ed file only the adapter's pages are read, and each source
+    tensor's pages are given back once copied, so the copy is all that stays."""
     targets = module.state_dict()  # shares storage with the parameters
     with torch.no_grad():
         for official, name in keys.items():
             targets[name].copy_(sd[official])
+            pages.release(sd[official])
+
+
+def _copied_vision(sd, keys, pages):
+    """The kept ViT copy under OpenAI-CLIP names, cloned out of the file (its pages given back)."""
+    prefix = keys[0].split(VISION_PREFIX)[0] + VISION_PREFIX
+    vision = {}
+    for key in keys:
+        vision[key.removeprefix(prefix)] = sd[key].clone()
+        pages.release(sd[key])
+    return vision
 
 
 def load_adapter(path, dtype=torch.float32, device="cpu", operations=ops, with_vision=True, branches=None):
@@ -302,12 +318,10 @@ def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device
     layout = adapter_layout(sd, path, with_vision, branches)
     encoder, projections = layout.build(dtype, "meta", operations)
     encoder, projections = encoder.to_empty(device=device), projections.to_empty(device=device)
-    _copy_into(encoder, layout.encoder_keys, sd)
-    _copy_into(projections, layout.projection_keys, sd)
-    vision = None
-    if layout.vision_keys:
-        prefix = layout.vision_keys[0].split(VISION_PREFIX)[0] + VISION_PREFIX
-        vision = {k.removeprefix(prefix): sd[k].clone() for k in layout.vision_keys}
+    pages = FilePages()
+    _copy_into(encoder, layout.encoder_keys, sd, pages)
+    _copy_into(projections, layout.projection_keys, sd, pages)
+    vision = _copied_vision(sd, layout.vision_keys, pages) if layout.vision_keys else None
     info = AdapterInfo(
         path=os.fspath(path),
         source_format=source_format,

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .checkpoint import ADAPTER_FORMAT, ADAPTER_FORMAT_VERSION, CheckpointError, adapter_layout, read_state_dict
+from .file_pages import FilePages
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -28,11 +29,12 @@ def convert(src, dst, with_vision=False, dtype="fp16", force=False, progress=Tru
     sd, _ = read_state_dict(src)
     layout = adapter_layout(sd, src, with_vision)
     target = DTYPES[dtype]
-    tensors = {}
+    tensors, pages = {}, FilePages()
     for key in tqdm(layout.official_keys(), desc="converting", unit="tensor", disable=not progress):
         tensor = sd[key]
         # .to() copies only when the dtype changes; clone so no storage is shared (safetensors refuses it)
         tensors[key] = tensor.to(target).clone() if tensor.is_floating_point() else tensor.clone()
+        pages.release(tensor)
     metadata = {
         "format": ADAPTER_FORMAT,
         "version": ADAPTER_FORMAT_VERSION,

@@ -25,7 +25,7 @@ def setup(args):
     """Apply the common options; return ComfyUI, the clock to time with and the clock's name for the report."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    comfy = _import_comfy(args.pytorch_attention)
+    comfy = import_comfy(args.pytorch_attention)
     if not args.cpu_time:
         return comfy, time.perf_counter, "wall-clock seconds"
     if torch.cuda.is_available():
@@ -33,13 +33,17 @@ def setup(args):
     return comfy, time.process_time, "CPU seconds of this process"
 
 
-def _import_comfy(pytorch_attention):
-    """The ComfyUI runtime as a library (COMFYUI_PATH, else the one ./scripts/setup.sh installed)."""
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        with open(os.path.join(ROOT, ".venv", "comfyui-path")) as f:
-            path = f.read().strip()
-    sys.path.insert(0, path)
+def comfyui_path():
+    """COMFYUI_PATH, else the ComfyUI that ./scripts/setup.sh installed."""
+    if os.environ.get("COMFYUI_PATH"):
+        return os.environ["COMFYUI_PATH"]
+    with open(os.path.join(ROOT, ".venv", "comfyui-path")) as f:
+        return f.read().strip()
+
+
+def import_comfy(pytorch_attention=False):
+    """The ComfyUI runtime as a library."""
+    sys.path.insert(0, comfyui_path())
     from comfy.cli_args import args  # parses no command line when imported as a library
 
     # read once, when comfy.model_management is first imported
@@ -55,7 +59,7 @@ def device_and_dtype():
     return (torch.device("cuda"), torch.float16) if torch.cuda.is_available() else (torch.device("cpu"), torch.float32)
 
 
-def describe_run(rounds, clock_name, others):
+def describe_run(rounds, clock_name, others, warmup=1):
     """The report's line on how it was measured."""
     from comfy.cli_args import args
 
@@ -63,38 +67,64 @@ def describe_run(rounds, clock_name, others):
     flags = [flag for flag, on in (("--cpu", args.cpu),
                                    ("--use-pytorch-cross-attention", args.use_pytorch_cross_attention)) if on]
     return (f"torch {torch.__version__}, {device}, ComfyUI flags: {' '.join(flags) or 'none'}; {rounds} rounds after "
-            f"1 warm-up, interleaved, {clock_name}; other processes took {others:.0%} of the CPU meanwhile")
+            f"{warmup} warm-up, interleaved, {clock_name}; other processes took {others:.0%} of the CPU meanwhile")
 
 
 def interleaved(cases, rounds, clock=time.perf_counter, warmup=1):
     """Seconds per call of each case, {name: [one per round]}, and the share of the machine's CPU time that
     other processes took meanwhile (anything well above 0 skews wall-clock figures).
 
-    Cases run round-robin, each round starting one case later, so that drifts in the machine's load and
-    any advantage of going first or after a given case fall on every case alike. Warm-up rounds (first
-    calls fill caches and the allocator) are not kept.
+    Warm-up rounds (first calls fill caches and the allocator) are not kept.
     """
-    names = list(cases)
-    times = {name: [] for name in names}
-    machine, own, start = *_cpu_seconds(), time.perf_counter()
+    times = {name: [] for name in cases}
+    others = OtherProcesses()
+    for kept, name in round_robin(cases, rounds, warmup):
+        seconds = _time(cases[name], clock)
+        if kept:
+            times[name].append(seconds)
+    return times, others.share()
+
+
+def round_robin(names, rounds, warmup=1):
+    """(kept, name) in the order to run them: every name once per round, each round starting one name later,
+    so that drifts in the machine's load and any advantage of going first or after a given case fall on every
+    case alike; `kept` is False in the first `warmup` rounds."""
+    names = list(names)
     for index in range(warmup + rounds):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
-            seconds = _time(cases[name], clock)
-            if index >= warmup:
-                times[name].append(seconds)
-    machine_end, own_end = _cpu_seconds()
-    others = (machine_end - machine) - (own_end - own)
-    return times, max(others, 0) / ((time.perf_counter() - start) * os.cpu_count())
+            yield index >= warmup, name
 
 
-def _cpu_seconds():
-    """CPU seconds used so far by the whole machine (/proc/stat, Linux) and by this process."""
-    with open("/proc/stat") as f:
-        ticks = [int(n) for n in f.readline().split()[1:9]]
-    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return busy / os.sysconf("SC_CLK_TCK"), usage.ru_utime + usage.ru_stime
+class OtherProcesses:
+    """The share of the machine's CPU time taken, from now on, by processes other than this one and `pids`
+    (e.g. a server doing the measured work)."""
+
+    def __init__(self, pids=()):
+        self.pids = pids
+        self.start = time.perf_counter()
+        self.machine, self.ours = self._cpu_seconds()
+
+    def share(self):
+        machine, ours = self._cpu_seconds()
+        others = (machine - self.machine) - (ours - self.ours)
+        return max(others, 0) / ((time.perf_counter() - self.start) * os.cpu_count())
+
+    def _cpu_seconds(self):
+        """CPU seconds used so far by the whole machine (/proc/stat, Linux) and by this process and `pids`."""
+        with open("/proc/stat") as f:
+            ticks = [int(n) for n in f.readline().split()[1:9]]
+        busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        theirs = sum(_process_ticks(pid) for pid in self.pids)
+        return busy / os.sysconf("SC_CLK_TCK"), usage.ru_utime + usage.ru_stime + theirs / os.sysconf("SC_CLK_TCK")
+
+
+def _process_ticks(pid):
+    """User and system CPU ticks of a process (/proc/PID/stat fields 14 and 15, after the parenthesised name)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def _time(call, clock):

@@ -17,11 +17,7 @@ import torch
 from harness import add_arguments, describe_run, interleaved, ratios_to, setup, spread
 
 from deadiff_core.checkpoint import adapter_from_state_dict
-from deadiff_core.synthetic import OfficialLayout, official_state_dict
-
-# ComfyUI only takes a ViT-L/14 at full width (257 x 1024 tokens out); the Q-Formers can shrink. One stored
-# ViT block is enough: the missing ones become zero blocks that ComfyUI still computes.
-TINY_LAYOUT = OfficialLayout(vision_blocks=1, qformer_layers=1, intermediate=64, vocab=4200, positions=16, proj_hidden=64)
+from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout, official_state_dict
 
 
 def load_deadiff(comfy, layout):
@@ -48,7 +44,7 @@ def main():
 
     from deadiff_core.comfy_vision import vision_hidden_states
 
-    deadiff, dtype = load_deadiff(comfy, TINY_LAYOUT if args.tiny else OfficialLayout())
+    deadiff, dtype = load_deadiff(comfy, VIT_L_TINY if args.tiny else OfficialLayout())
     clip_vision = deadiff.embedded_clip_vision()
     g = torch.Generator().manual_seed(1)
     with torch.inference_mode():

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 STYLE = "style"
 CONTENT = "content"
 BRANCHES = (STYLE, CONTENT)
+# what Load DEADiff Model offers for loading only part of a file -> load_adapter(branches=...)
+BRANCH_CHOICES = {"both": None, "style only": (STYLE,), "content only": (CONTENT,)}
 
 
 @dataclass(frozen=True)

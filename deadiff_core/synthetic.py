@@ -46,6 +46,11 @@ class OfficialLayout:
 TINY = OfficialLayout(vision_width=32, vision_blocks=2, patch_size=14, image_size=28, hidden=64, qformer_layers=2,
                       intermediate=96, vocab=4200, positions=16, queries=4, proj_hidden=80, unet_channels=8, embed_dim=16)
 
+# The smallest file ComfyUI runs end to end: its CLIP vision only takes a ViT-L/14 at full width, and SD1.5's
+# layers need the real token and projection widths. One stored ViT block is enough (the missing ones become
+# zero blocks that ComfyUI still computes); the Q-Formers shrink to one layer.
+VIT_L_TINY = OfficialLayout(vision_blocks=1, qformer_layers=1, intermediate=64, vocab=4200, positions=16, proj_hidden=64)
+
 
 class _Random:
     def __init__(self, seed, scale, device):

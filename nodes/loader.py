@@ -6,12 +6,12 @@ import torch
 
 from ..deadiff_core.checkpoint import CheckpointError, load_adapter
 from ..deadiff_core.comfy_adapter import ComfyDEADiff
+from ..deadiff_core.layers import BRANCH_CHOICES
 from . import model_folder
 
 model_folder.register()
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-BRANCH_CHOICES = {"both": None, "style only": ("style",), "content only": ("content",)}
 
 
 class DEADiffLoader:

@@ -18,24 +18,33 @@ NODES = {"DEADiffLoader": ["DEADIFF"], "DEADiffEncode": ["DEADIFF_TOKENS"], "DEA
          "DEADiffLoadTokens": ["DEADIFF_TOKENS"]}
 
 
-def install_models(comfy, server):
+def install_models(comfy, server, deadiff_layout=E2E_LAYOUT):
     """Put the files the graph names into the server's folders (once per session)."""
     path = server.model_path("checkpoints", CHECKPOINT)
     if not os.path.exists(path):
         sd15_checkpoint(comfy, path, seed=21)
         save_official_checkpoint(server.model_path("deadiff", DEADIFF),
-                                 official_state_dict(E2E_LAYOUT, seed=22, with_other_parts=False))
-        shutil.copy(f"{REFERENCE_IMAGES}/style_01.jpeg", server.input_path(REFERENCE))
+                                 official_state_dict(deadiff_layout, seed=22, with_other_parts=False))
+        write_reference(server.input_path(REFERENCE))
     return server
 
 
-def graph(with_deadiff=True, seed=5, apply_node="DEADiffApply", **apply_inputs):
-    """Load Checkpoint -> (DEADiff Load/Encode/Apply) -> KSampler 2 steps at 128 px -> VAE Decode -> Save."""
+def write_reference(path):
+    """The shared style reference, or random pixels where the shared folder is missing."""
+    shared = os.path.join(REFERENCE_IMAGES, "style_01.jpeg")
+    if os.path.exists(shared):
+        shutil.copy(shared, path)
+    else:
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(path)
+
+
+def graph(with_deadiff=True, seed=5, apply_node="DEADiffApply", size=128, steps=2, **apply_inputs):
+    """Load Checkpoint -> (DEADiff Load/Encode/Apply) -> KSampler (DDIM, CFG 8) -> VAE Decode -> Save."""
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a monkey playing with a banana"}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "lowres, blurry"}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
         "5": {"class_type": "DEADiffLoader", "inputs": {"deadiff_name": DEADIFF}},
         "6": {"class_type": "LoadImage", "inputs": {"image": REFERENCE}},
         "7": {"class_type": "DEADiffEncode", "inputs": {"deadiff": ["5", 0], "image": ["6", 0]}},
@@ -43,7 +52,7 @@ def graph(with_deadiff=True, seed=5, apply_node="DEADiffApply", **apply_inputs):
                                                    "mode": "style", "weight": 1.0, "start_at": 0.0, "end_at": 1.0,
                                                    **apply_inputs}},
         "9": {"class_type": "KSampler", "inputs": {"model": ["8", 0] if with_deadiff else ["1", 0], "seed": seed,
-                                                   "steps": 2, "cfg": 8.0, "sampler_name": "ddim",
+                                                   "steps": steps, "cfg": 8.0, "sampler_name": "ddim",
                                                    "scheduler": "ddim_uniform", "positive": ["2", 0],
                                                    "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}},
         "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},

@@ -61,3 +61,22 @@ def test_encoder_throughput_benchmark_runs_at_tiny_size():
     assert median_of(seconds) > 0 and median_of(images_per_second) > 0
     assert 0 < median_of(qformer_seconds) < median_of(seconds)
     assert 0 < median_of(share) < 100
+
+
+def test_generation_benchmark_runs_cold_and_warm_through_the_server_at_tiny_size():
+    output = run_benchmark("benchmarks/generation.py", "--tiny")
+    totals, nodes = tables(output)
+    runs = {row[0]: row[1:] for row in totals}
+    assert list(runs) == ["plain SD1.5, cold", "DEADiff, cold", "plain SD1.5, warm", "DEADiff, warm"]
+    for seconds, ratio, _ in runs.values():
+        assert median_of(seconds) > 0 and median_of(ratio) > 0
+    assert runs["plain SD1.5, cold"][2] == runs["DEADiff, cold"][2] == "none"
+    # the warm run after a cold one: everything but the sampler and what follows it comes from ComfyUI's cache
+    assert runs["DEADiff, warm"][2] == ("CheckpointLoaderSimple, CLIPTextEncode x2, EmptyLatentImage, DEADiffLoader, "
+                                        "LoadImage, DEADiffEncode, DEADiffApply")
+    assert "taken from ComfyUI's cache in 1 of 1 rounds" in output
+    per_node = {row[0]: row[1:] for row in nodes}  # plain cold, DEADiff cold, plain warm, DEADiff warm
+    for node in ("5 DEADiffLoader", "7 DEADiffEncode"):
+        assert per_node[node][0] == "-" and float(per_node[node][1]) > 0 and per_node[node][3] == "cached"
+    assert all(float(seconds) > 0 for seconds in per_node["9 KSampler"])
+

@@ -59,6 +59,14 @@ def variants(unet, size):
     }
 
 
+def step_inputs(size, device, dtype):
+    """What the sampler passes for one step of a [cond ; uncond] batch: latents, sigmas and 77 text tokens."""
+    g = torch.Generator().manual_seed(3)
+    latent = size // 8
+    return (torch.randn(2, 4, latent, latent, generator=g).to(device, dtype), torch.tensor([5.0, 5.0], device=device),
+            torch.randn(2, 77, 768, generator=g).to(device, dtype))
+
+
 def step(model, x, sigma, context):
     """One sampler step's model call, as comfy.samplers.calc_cond_batch makes it for [cond ; uncond]."""
     options = dict(model.model_options["transformer_options"], cond_or_uncond=[0, 1], sigmas=sigma)
@@ -111,10 +119,8 @@ def main():
 
     device, dtype = device_and_dtype()
     models = variants(unet_on(comfy, device, dtype), size)
-    g = torch.Generator().manual_seed(3)
+    inputs = step_inputs(size, device, dtype)
     latent = size // 8
-    inputs = (torch.randn(2, 4, latent, latent, generator=g).to(device, dtype), torch.tensor([5.0, 5.0], device=device),
-              torch.randn(2, 77, 768, generator=g).to(device, dtype))
 
     with torch.inference_mode():
         cases = {name: lambda m=model: step(m, *inputs) for name, model in models.items()}

@@ -3,6 +3,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from conftest import REPO_ROOT
 
 UNET_VARIANTS = ["unpatched", "style", "style and content", "style, 4 references concatenated", "style, with a mask"]
@@ -80,3 +83,30 @@ def test_generation_benchmark_runs_cold_and_warm_through_the_server_at_tiny_size
         assert per_node[node][0] == "-" and float(per_node[node][1]) > 0 and per_node[node][3] == "cached"
     assert all(float(seconds) > 0 for seconds in per_node["9 KSampler"])
 
+
+def test_memory_benchmark_sizes_each_branch_choice_at_tiny_size():
+    output = run_benchmark("benchmarks/memory.py", "--tiny")
+    sizes, *vram = tables(output)
+    rows = {(row[0], row[1]): [float(cell) for cell in row[2:]] for row in sizes}
+    assert list(rows) == [(branches, dtype) for branches in ("both", "style only", "content only")
+                          for dtype in ("fp16", "fp32")]
+    for dtype in ("fp16", "fp32"):
+        (both, style, content) = (rows[branches, dtype] for branches in ("both", "style only", "content only"))
+        encoder, projections, vision, held, patchers, clip_vision, after_encode = range(7)
+        assert style[held] < both[held] and content[held] < both[held]
+        # each branch brings its own Q-Former and layers' projections; the embedded ViT is shared
+        for part in (encoder, projections, patchers):
+            assert style[part] + content[part] == pytest.approx(both[part], abs=0.2)
+        assert style[vision] == content[vision] == both[vision] > 0
+        assert both[held] == pytest.approx(both[encoder] + both[projections] + both[vision], abs=0.2)
+        assert both[patchers] == pytest.approx(both[encoder] + both[projections], abs=0.2)
+        assert both[after_encode] > both[held] and both[clip_vision] > 0
+    assert rows["both", "fp16"][0] == pytest.approx(rows["both", "fp32"][0] / 2, rel=0.01)
+    if not torch.cuda.is_available():
+        assert "VRAM during sampling: not measured (no GPU" in output and not vram
+    else:
+        (modes,) = vram
+        assert [(row[0], row[1]) for row in modes] == [("-", "unpatched"), ("both", "style"), ("both", "content"),
+                                                      ("both", "style and content"), ("style only", "style"),
+                                                      ("content only", "content")]
+        assert all(float(row[4]) > 0 for row in modes[1:])

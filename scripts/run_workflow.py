@@ -12,6 +12,7 @@ import json
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -41,7 +42,10 @@ def wait_for(url, prompt_id, timeout):
     """The prompt's /history entry once it has finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _, history = _call(f"{url}/history/{prompt_id}")
+        try:
+            _, history = _call(f"{url}/history/{prompt_id}")
+        except TimeoutError:  # a busy machine can stall the server's answer; the deadline still holds
+            continue
         if history and prompt_id in history:  # ComfyUI files a prompt in its history when it is done
             return history[prompt_id]
         time.sleep(0.25)
@@ -63,6 +67,28 @@ def run(url, prompt, timeout=600):
         return None, error
     entry = wait_for(url, prompt_id, timeout)
     return entry, execution_error(entry)
+
+
+def upload_image(url, name, data):
+    """Put image bytes into the server's input folder as `name` (replacing a file of that name);
+    returns the value a Load Image node takes."""
+    boundary = uuid.uuid4().hex
+    fields = [("overwrite", None, b"true"), ("image", name, data)]
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"'.encode()
+        + (f'; filename="{filename}"'.encode() if filename else b"") + b"\r\n\r\n" + value + b"\r\n"
+        for field, filename, value in fields) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{url}/upload/image", data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["name"]
+
+
+def download(url, item):
+    """The bytes of a file a node wrote (an entry of output_files), fetched through /view."""
+    query = urllib.parse.urlencode({key: item.get(key, "") for key in ("filename", "subfolder", "type")})
+    with urllib.request.urlopen(f"{url}/view?{query}", timeout=60) as response:
+        return response.read()
 
 
 def _apply_overrides(prompt, overrides):

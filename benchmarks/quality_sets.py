@@ -40,6 +40,8 @@ class Case:
 
 def read_prompts(path, default_seed):
     """[Prompt] from a prompt file (see the module's description)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: no such prompt file (pass --prompts FILE; see benchmarks/README.md)")
     prompts, section = [], None
     with open(path, encoding="utf-8") as f:
         for line in f:

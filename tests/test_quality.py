@@ -195,6 +195,8 @@ def test_quality_harness_explains_an_unreachable_server_and_unpaired_references(
         run_main("--url", f"http://127.0.0.1:{free_port()}", "--references", str(reference_set), "--skip-metrics",
                  "--out", str(tmp_path))
     (tmp_path / "other.png").write_bytes((reference_set / "style_01.png").read_bytes())
+    with pytest.raises(SystemExit, match="prompts.txt: no such prompt file"):
+        run_main("--references", str(tmp_path), "--skip-metrics", "--out", str(tmp_path / "out"))
     (tmp_path / "prompts.txt").write_text("[style]\na robot\n")
     with pytest.raises(SystemExit, match="other.png: no prompts for it"):
         run_main("--references", str(tmp_path), "--skip-metrics", "--out", str(tmp_path / "out"))

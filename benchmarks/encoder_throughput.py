@@ -45,7 +45,7 @@ def main():
     from deadiff_core.comfy_vision import vision_hidden_states
 
     deadiff, dtype = load_deadiff(comfy, VIT_L_TINY if args.tiny else OfficialLayout())
-    clip_vision = deadiff.embedded_clip_vision()
+    clip_vision = deadiff.embedded_clip_vision
     g = torch.Generator().manual_seed(1)
     with torch.inference_mode():
         images = {b: torch.rand(b, 512, 512, 3, generator=g) for b in batches}

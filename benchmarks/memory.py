@@ -6,9 +6,9 @@ ComfyUI's model management sees of it, and (on a GPU) the VRAM it adds to a samp
 A random-weight file in the official deadiff_v1.ckpt layout (full size: both BLIP models with their ViT copies,
 both ProjLayers, the 32 i_to_k/v) is loaded as the loader node loads it (load_adapter with ComfyUI's manual_cast
 operations), for each `branches` option in fp16 and fp32. "Held" counts the distinct tensor storages the DEADIFF
-object keeps: Q-Formers with their ProjLayers, the image projections and the embedded ViT's state dict. "ComfyUI
-sees" is what its ModelPatchers report (`model_size()`, what it loads, offloads and frees memory for): the
-encoder's and the projections', then the CLIP vision model DEADiff Encode builds from the embedded ViT.
+object keeps: Q-Formers with their ProjLayers, the image projections and ComfyUI's CLIP vision model built from
+the embedded ViT. "ComfyUI's patchers" is what its ModelPatchers report (`model_size()`, what it loads, offloads
+and frees memory for): the encoder's, the projections' and the CLIP vision model's.
 
 On a GPU: torch.cuda.max_memory_allocated over one call of ComfyUI's SD1.5 UNet (random weights, fp16, batch 2 =
 cond + uncond, as unet_step.py calls it), unpatched and with each mode the loaded branches allow, with the
@@ -47,21 +47,18 @@ def load_deadiff(comfy, path, choice, dtype):
 
 
 def adapter_sizes(deadiff):
-    """MiB held by each part of a DEADIFF object and by all of them, what ComfyUI's patchers report, the CLIP vision
-    model DEADiff Encode builds from the embedded ViT, and all that is held once it is built."""
-    adapter = deadiff.adapter
-    parts = (adapter.encoder.state_dict(), adapter.projections.state_dict(), adapter.vision_state_dict or {})
-    patchers = deadiff.encoder_patcher.model_size() + deadiff.projections_patcher.model_size()
-    clip_vision = deadiff.embedded_clip_vision()
-    sizes = (*map(held_bytes, parts), held_bytes(*parts), patchers, clip_vision.patcher.model_size(),
-             held_bytes(*parts, clip_vision.model.state_dict()))
+    """MiB held by each part of a DEADIFF object and by all of them, and what ComfyUI's patchers report."""
+    vision = deadiff.embedded_clip_vision
+    parts = (deadiff.adapter.encoder.state_dict(), deadiff.adapter.projections.state_dict(), vision.model.state_dict())
+    patchers = (deadiff.encoder_patcher, deadiff.projections_patcher, vision.patcher)
+    sizes = (*map(held_bytes, parts), held_bytes(*parts), sum(patcher.model_size() for patcher in patchers))
     return [size / MIB for size in sizes]
 
 
 def resident_sizes(comfy, path):
-    print("| branches | weights | Q-Formers + ProjLayers MiB | i_to_k/v MiB | embedded ViT MiB | held MiB | "
-          "ComfyUI's patchers MiB | CLIP vision built at first encode MiB | held after first encode MiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| branches | weights | Q-Formers + ProjLayers MiB | i_to_k/v MiB | embedded ViT (CLIP vision model) MiB | "
+          "held MiB | ComfyUI's patchers MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for choice in BRANCH_CHOICES:
         for dtype_name, dtype in DTYPES.items():
             sizes = adapter_sizes(load_deadiff(comfy, path, choice, dtype))

@@ -1,5 +1,7 @@
 """What the DEADIFF socket carries: a loaded adapter whose weights ComfyUI's model management
 loads and offloads (needs ComfyUI)."""
+import dataclasses
+
 import comfy.model_management as mm
 import comfy.model_patcher
 import torch
@@ -10,20 +12,17 @@ from .tokens import ReferenceTokens
 
 class ComfyDEADiff:
     def __init__(self, adapter):
-        self.adapter = adapter
+        # The file's own ViT becomes ComfyUI's CLIP-vision model (None if it has none) and its state dict is
+        # dropped: the weights are held once, in a ModelPatcher that ComfyUI counts, loads and offloads.
+        vision = adapter.vision_state_dict
+        self.embedded_clip_vision = clip_vision_from_embedded(vision) if vision is not None else None
+        self.adapter = dataclasses.replace(adapter, vision_state_dict=None)
         self.info = adapter.info
         # Q-Formers run beside the text encoders; the i_to_k/v projections ride along with the UNet.
         self.encoder_patcher = comfy.model_patcher.ModelPatcher(
             adapter.encoder, load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device())
         self.projections_patcher = comfy.model_patcher.ModelPatcher(
             adapter.projections, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-        self._embedded_vision = None
-
-    def embedded_clip_vision(self):
-        """The checkpoint's own ViT as a ComfyUI CLIP-vision model, built on first use; None if it has none."""
-        if self._embedded_vision is None and self.adapter.vision_state_dict is not None:
-            self._embedded_vision = clip_vision_from_embedded(self.adapter.vision_state_dict)
-        return self._embedded_vision
 
     def encode(self, image, clip_vision):
         """IMAGE [N, H, W, C] -> ReferenceTokens with one row per image, on the intermediate device."""

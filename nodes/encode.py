@@ -32,7 +32,7 @@ class DEADiffEncode:
             raise ValueError(f"DEADiff Encode: {e}") from None
         embedded_vision = clip_vision is None
         if embedded_vision:
-            clip_vision = deadiff.embedded_clip_vision()
+            clip_vision = deadiff.embedded_clip_vision
         if clip_vision is None:
             raise ValueError("DEADiff Encode: this DEADiff file has no vision tower of its own (converted without "
                              "--with-vision). Connect Load CLIP Vision with CLIP ViT-L/14 (e.g. clip_vision_l / "

@@ -109,3 +109,23 @@ def test_a_vision_model_that_is_not_vit_l_224_is_refused(comfy):
     with pytest.raises(ValueError, match="ViT-L/14 224px"):
         vision_hidden_states(vit_336, torch.rand(1, 64, 64, 3))
 
+
+
+def test_the_embedded_vit_is_held_once_in_comfyuis_model_management(comfy):
+    import gc
+    import weakref
+
+    from deadiff_core.comfy_adapter import ComfyDEADiff
+    from deadiff_core.synthetic import VIT_L_TINY
+
+    adapter = adapter_from_state_dict(official_state_dict(VIT_L_TINY, seed=3, with_other_parts=False), "<memory>",
+                                      "official checkpoint")
+    loaded = weakref.ref(adapter.vision_state_dict["conv1.weight"])
+    deadiff = ComfyDEADiff(adapter)
+    del adapter
+    gc.collect()
+    assert loaded() is None  # the state dict went once the CLIP vision model was built from it
+    vision = deadiff.embedded_clip_vision
+    assert vision.patcher.model_size() > 0 and deadiff.info.has_vision
+    hidden = vision.encode_image(torch.rand(1, 64, 64, 3), crop=False)["penultimate_hidden_states"]
+    assert hidden.shape == (1, 257, 1024) and torch.isfinite(hidden).all()

@@ -48,10 +48,10 @@ def contact_sheet(path, rows, methods, thumb=160):
     sheet = Image.new("RGB", ((1 + len(methods)) * thumb, label + len(cases) * row_height), "white")
     draw = ImageDraw.Draw(sheet)
     for column, title in enumerate(["reference", *methods]):
-        draw.text((column * thumb + 4, 2), title, fill="black")
+        draw.text((column * thumb + 4, 2), _fitted(draw, title, thumb - 8), fill="black")
     for index, (reference, prompt, seed) in enumerate(cases):
         top = label + index * row_height
-        draw.text((4, top + 1), f"{prompt}  (seed {seed})", fill="black")
+        draw.text((4, top + 1), _fitted(draw, f"{prompt}  (seed {seed})", sheet.width - 8), fill="black")
         paths = [reference] + [images.get((reference, prompt, seed, method)) for method in methods]
         for column, image_path in enumerate(paths):
             if image_path:
@@ -59,3 +59,12 @@ def contact_sheet(path, rows, methods, thumb=160):
                     tile = ImageOps.pad(image.convert("RGB"), (thumb, thumb), color="white")
                 sheet.paste(tile, (column * thumb, top + caption))
     sheet.save(path)
+
+
+def _fitted(draw, text, width):
+    """The text, cut with an ellipsis where it would run past `width` pixels."""
+    if draw.textlength(text) <= width:
+        return text
+    while text and draw.textlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..."

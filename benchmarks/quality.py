@@ -61,6 +61,8 @@ def generate(args, cases, methods):
         for method in methods:
             try:
                 path, made = generator.generate(case, method)
+            except urllib.error.HTTPError as e:  # reached, but it refused an upload or a download
+                raise SystemExit(f"ComfyUI at {args.url} answered {e.code} {e.reason} to {e.url}") from None
             except urllib.error.URLError as e:
                 raise SystemExit(f"cannot reach ComfyUI at {args.url} ({e.reason}): start it with ./scripts/run.sh") from None
             rows.append(row(case, method, path))

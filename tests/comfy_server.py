@@ -12,6 +12,9 @@ import urllib.request
 from scripts import run_workflow
 
 PACK_FOLDER_NAME = "ComfyUI-DEADiff"
+# the cheapest prompt ComfyUI accepts (it needs an output node)
+FLUSH_PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
 
 
 def free_port():
@@ -72,9 +75,15 @@ class ComfyServer:
         return run_workflow.run(self.url, prompt, timeout)
 
     def free(self):
-        """Unload models and drop ComfyUI's output cache, so the next prompt executes every node."""
+        """Unload models and drop ComfyUI's output cache, so the next prompt executes every node.
+
+        The prompt worker reads these flags only when it wakes (for a prompt, or after a timeout of up to
+        1000 s) and after running that prompt. So a tiny prompt goes first: by the time it is in the history,
+        the flags are being applied, and the worker takes no other prompt before it is done.
+        """
         self.request("/free", {"unload_models": True, "free_memory": True})
-        time.sleep(2)  # the prompt worker applies these flags between prompts
+        _, error = self.run(FLUSH_PROMPT)
+        assert error is None, error
 
     def input_path(self, name):
         return os.path.join(self.base_dir, "input", name)

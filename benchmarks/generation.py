@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from comfy_server import ComfyServer  # noqa: E402
 from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout  # noqa: E402
 from graphs import CHECKPOINT, DEADIFF, graph, install_models  # noqa: E402
-from scripts.run_workflow import execution_error, wait_for  # noqa: E402
+from scripts.run_workflow import execution_error, queue_prompt, wait_for  # noqa: E402
 
 PIPELINES = {"plain SD1.5": False, "DEADiff": True}  # name -> with DEADiff
 COLD, WARM = "cold", "warm"
@@ -58,21 +58,21 @@ async def _timed_run(url, prompt, timeout):
     starts = []  # (node id, when the server announced it), closed by (None, when it finished)
     async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
         async with session.ws_connect(f"{url}/ws?clientId={client_id}") as ws:
-            async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id}) as response:
-                body = await response.json()
-            if response.status != 200:
-                raise RuntimeError(f"ComfyUI refused the prompt: {json.dumps(body)[:3000]}")
+            # a blocking call is fine here: the server's messages wait in the socket until the loop reads them
+            prompt_id, error = queue_prompt(url, prompt, client_id)
+            if error:
+                raise RuntimeError(f"ComfyUI refused the prompt: {error}")
             async for message in ws:
                 event = json.loads(message.data) if message.type == aiohttp.WSMsgType.TEXT else {}  # else previews
                 data = event.get("data") or {}
-                if data.get("prompt_id") != body["prompt_id"]:
+                if data.get("prompt_id") != prompt_id:
                     continue
                 if event["type"] == "executing":
                     starts.append((data["node"], time.perf_counter()))
                 elif event["type"] in ("execution_success", "execution_error", "execution_interrupted"):
                     starts.append((None, time.perf_counter()))
                     break
-    entry = wait_for(url, body["prompt_id"], timeout)
+    entry = wait_for(url, prompt_id, timeout)
     error = execution_error(entry)
     if error:
         raise RuntimeError(f"the prompt failed: {error}")

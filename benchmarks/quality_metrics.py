@@ -161,30 +161,31 @@ class Scorer:
 
     def score(self, triples):
         """[{metric: value}] in the triples' order."""
-        images = _embed(self.clip.images, [image for image, _, _ in triples])
-        references = _embed(self.clip.images, [reference for _, reference, _ in triples])
-        texts = torch.cat([self.clip.texts(chunk) for chunk in _chunks([p for _, _, p in triples])])
+        images = _embed(_of_files(self.clip.images), [image for image, _, _ in triples])
+        references = _embed(_of_files(self.clip.images), [reference for _, reference, _ in triples])
+        texts = _embed(self.clip.texts, [prompt for _, _, prompt in triples])
         scores = {"text_alignment": (images * texts).sum(-1), "style_clip": (images * references).sum(-1)}
         if self.csd:
-            scores["style_csd"] = (_embed(self.csd.images, [i for i, _, _ in triples])
-                                   * _embed(self.csd.images, [r for _, r, _ in triples])).sum(-1)
+            scores["style_csd"] = (_embed(_of_files(self.csd.images), [i for i, _, _ in triples])
+                                   * _embed(_of_files(self.csd.images), [r for _, r, _ in triples])).sum(-1)
         if self.aesthetic:
             scores["aesthetic"] = self.aesthetic(images)
         return [{name: float(values[i]) for name, values in scores.items()} for i in range(len(triples))]
 
 
-def _embed(embed, paths):
-    """Embeddings of image files, each distinct file once."""
-    unique = list(dict.fromkeys(paths))
+def _embed(embed, items):
+    """embed(items), each distinct item computed once, in batches."""
+    unique = list(dict.fromkeys(items))
     found = {}
-    for chunk in _chunks(unique):
-        for path, embedding in zip(chunk, embed([Image.open(p).convert("RGB") for p in chunk])):
-            found[path] = embedding
-    return torch.stack([found[p] for p in paths])
+    for start in range(0, len(unique), BATCH):
+        chunk = unique[start:start + BATCH]
+        found.update(zip(chunk, embed(chunk)))
+    return torch.stack([found[item] for item in items])
 
 
-def _chunks(items):
-    return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+def _of_files(embed_images):
+    """An image embedder that takes file paths."""
+    return lambda paths: embed_images([Image.open(path).convert("RGB") for path in paths])
 
 
 def _unit(x):

@@ -17,7 +17,8 @@ import urllib.request
 import uuid
 
 
-def _call(url, payload=None, timeout=60):
+def call(url, payload=None, timeout=60):
+    """GET (or POST `payload` as JSON) -> (HTTP status, decoded JSON body)."""
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
@@ -27,9 +28,10 @@ def _call(url, payload=None, timeout=60):
         return e.code, json.loads(e.read() or b"null")
 
 
-def queue_prompt(url, prompt):
-    """POST /prompt -> (prompt_id, None) or (None, readable error)."""
-    status, body = _call(f"{url}/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
+def queue_prompt(url, prompt, client_id=None):
+    """POST /prompt -> (prompt_id, None) or (None, readable error). The server reports progress on its
+    websocket to the client that `client_id` names."""
+    status, body = call(f"{url}/prompt", {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex})
     if status == 200:
         return body["prompt_id"], None
     lines = [body.get("error", {}).get("message", str(body))] if isinstance(body, dict) else [str(body)]
@@ -43,7 +45,7 @@ def wait_for(url, prompt_id, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            _, history = _call(f"{url}/history/{prompt_id}")
+            _, history = call(f"{url}/history/{prompt_id}")
         except TimeoutError:  # a busy machine can stall the server's answer; the deadline still holds
             continue
         if history and prompt_id in history:  # ComfyUI files a prompt in its history when it is done

@@ -1,13 +1,11 @@
 """Starts the real ComfyUI server on a free 127.0.0.1 port, with this pack in its custom_nodes,
 in a throwaway base directory (models/, input/, output/ of its own)."""
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 
 from scripts import run_workflow
 
@@ -57,13 +55,7 @@ class ComfyServer:
             return f.read()
 
     def request(self, path, payload=None):
-        data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
+        return run_workflow.call(self.url + path, payload)
 
     def get(self, path):
         status, body = self.request(path)

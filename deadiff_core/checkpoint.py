@@ -281,25 +281,23 @@ def _stored_dtypes(sd, keys):
     return tuple(sorted({sd[k].dtype for k in keys if sd[k].is_floating_point()}, key=str))
 
 
-def _copy_into(module, keys, sd, pages):
-    """Copy official tensors into the module one at a time (keys and shapes were checked by
-    adapter_layout): of an mmap-ed file only the adapter's pages are read, and each source
-    tensor's pages are given back once copied, so the copy is all that stays."""
-    targets = module.state_dict()  # shares storage with the parameters
-    with torch.no_grad():
-        for official, name in keys.items():
-            targets[name].copy_(sd[official])
-            pages.release(sd[official])
+def _tensors_in(keys, sd, dtype, device, pages):
+    """{new name: tensor} for {official key: new name}, copied out of the file onto `device` with floating-point
+    tensors in `dtype` (keys and shapes were checked by adapter_layout). One tensor at a time: of an mmap-ed file
+    only these tensors' pages are read, and each one's pages are given back once copied, so the copy is all
+    that stays."""
+    tensors = {}
+    for official, name in keys.items():
+        source = sd[official]
+        tensors[name] = source.to(device=device, dtype=dtype if source.is_floating_point() else None, copy=True)
+        pages.release(source)
+    return tensors
 
 
-def _copied_vision(sd, keys, pages):
-    """The kept ViT copy under OpenAI-CLIP names, cloned out of the file (its pages given back)."""
+def _vision_names(keys):
+    """Official keys of the kept ViT copy -> OpenAI-CLIP names (visual_encoder.* stripped)."""
     prefix = keys[0].split(VISION_PREFIX)[0] + VISION_PREFIX
-    vision = {}
-    for key in keys:
-        vision[key.removeprefix(prefix)] = sd[key].clone()
-        pages.release(sd[key])
-    return vision
+    return {key: key.removeprefix(prefix) for key in keys}
 
 
 def load_adapter(path, dtype=torch.float32, device="cpu", operations=ops, with_vision=True, branches=None):
@@ -316,12 +314,13 @@ def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device
                             branches=None):
     """The adapter from an opened official-layout state dict (`path` names it in errors)."""
     layout = adapter_layout(sd, path, with_vision, branches)
+    # Built on `meta`, then given the file's tensors (assign): the way ComfyUI loads its own models under
+    # DynamicVRAM, where comfy.ops layers hold no weight until their state dict arrives.
     encoder, projections = layout.build(dtype, "meta", operations)
-    encoder, projections = encoder.to_empty(device=device), projections.to_empty(device=device)
     pages = FilePages()
-    _copy_into(encoder, layout.encoder_keys, sd, pages)
-    _copy_into(projections, layout.projection_keys, sd, pages)
-    vision = _copied_vision(sd, layout.vision_keys, pages) if layout.vision_keys else None
+    encoder.load_state_dict(_tensors_in(layout.encoder_keys, sd, dtype, device, pages), assign=True)
+    projections.load_state_dict(_tensors_in(layout.projection_keys, sd, dtype, device, pages), assign=True)
+    vision = _tensors_in(_vision_names(layout.vision_keys), sd, dtype, device, pages) if layout.vision_keys else None
     info = AdapterInfo(
         path=os.fspath(path),
         source_format=source_format,

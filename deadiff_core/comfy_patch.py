@@ -108,12 +108,13 @@ class Injection:
         key = (device, dtype)
         if key not in self._cache:
             projections = self.patcher.model
-            # projected where the weights live, in their dtype, then handed over in the UNet's
-            weight = next(projections.parameters())
+            # projected on the UNet's device (ComfyUI's ops bring the weights there, also where DynamicVRAM
+            # keeps them offloaded) in the weights' dtype, then handed over in the UNet's
+            weight_dtype = next(projections.parameters()).dtype
             with torch.no_grad():
                 self._cache[key] = {
-                    layer.index: tuple(t.to(device, dtype) for t in image_keys_values(
-                        projections[layer.index], self.layer_tokens[layer.index].to(weight.device, weight.dtype),
+                    layer.index: tuple(t.to(dtype) for t in image_keys_values(
+                        projections[layer.index], self.layer_tokens[layer.index].to(device, weight_dtype),
                         self.settings.layer_weight(layer)))
                     for layer in SD15_LAYERS if layer.index in projections}
         if layer.index not in self._cache[key]:

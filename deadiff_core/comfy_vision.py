@@ -1,14 +1,44 @@
-"""The one vision path: ComfyUI's CLIP-vision model read at its penultimate layer (needs ComfyUI)."""
-import comfy.clip_vision
+"""The one vision path: a CLIP ViT-L/14 read at its penultimate layer through ComfyUI's CLIP-vision
+model and preprocessing (needs ComfyUI)."""
+import json
+import os
 
+import comfy.clip_model
+import comfy.clip_vision
+import comfy.model_management as mm
+import comfy.ops
+
+from .comfy_patcher import core_model_patcher
 from .vision import complete_vit_l
 
 VIT_L_TOKENS, VIT_L_WIDTH = 257, 1024
+VIT_L_CONFIG = os.path.join(os.path.dirname(comfy.clip_vision.__file__), "clip_vision_config_vitl.json")
 
 
-def clip_vision_from_embedded(vision_state_dict):
-    """A ComfyUI ClipVisionModel holding the ViT embedded in a DEADiff checkpoint."""
-    return comfy.clip_vision.load_clipvision_from_sd(complete_vit_l(vision_state_dict), convert_keys=True)
+class EmbeddedClipVision:
+    """The ViT embedded in a DEADiff checkpoint as ComfyUI's CLIP-vision model, held in the dtype of the
+    state dict it is given (ComfyUI's ClipVisionModel always takes the text encoders' dtype, which would
+    round the official file's fp32 weights). Offers what DEADiff reads of a CLIP_VISION: image_size, patcher
+    and encode_image."""
+
+    def __init__(self, vision_state_dict):
+        sd = comfy.clip_vision.convert_to_transformers(complete_vit_l(vision_state_dict), "")
+        with open(VIT_L_CONFIG) as f:
+            config = json.load(f)
+        self.image_size = config["image_size"]
+        self.dtype = sd["vision_model.embeddings.class_embedding"].dtype
+        self.load_device = mm.text_encoder_device()
+        # built on meta, then given the weights (assign), as ComfyUI loads its models under DynamicVRAM
+        self.model = comfy.clip_model.CLIPVisionModelProjection(config, self.dtype, "meta", comfy.ops.manual_cast)
+        self.model.load_state_dict(sd, assign=True)
+        self.model.eval().requires_grad_(False)
+        self.patcher = core_model_patcher(self.model, self.load_device, mm.text_encoder_offload_device())
+
+    def encode_image(self, image, crop=True):
+        mm.load_model_gpu(self.patcher)
+        pixels = comfy.clip_vision.clip_preprocess(image.to(self.load_device), size=self.image_size, crop=crop).float()
+        hidden = self.model(pixel_values=pixels, intermediate_output=-2)[1]
+        return {"penultimate_hidden_states": hidden.to(mm.intermediate_device())}
 
 
 def vision_hidden_states(clip_vision, image):

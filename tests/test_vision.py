@@ -12,8 +12,18 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 from conftest import REFERENCE_IMAGES
 from deadiff_core.checkpoint import adapter_from_state_dict
 from deadiff_core.synthetic import OfficialLayout, _Random, official_state_dict, vision_encoder
+from qformer_oracle import reference_tokens
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+
+
+def hf_vision_model(openai_vit, rnd):
+    """transformers' CLIP ViT-L/14 in fp32 holding the checkpoint's ViT."""
+    config = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=224, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=768)
+    hf = CLIPVisionModelWithProjection(config).eval()
+    hf.load_state_dict(hf_layout(openai_vit, rnd), strict=True)
+    return hf
 
 
 def hf_layout(openai_vit, rnd):
@@ -54,27 +64,23 @@ def reference_image(name="style_01.jpeg"):
 
 
 def test_embedded_vit_equals_transformers_clip(comfy, vit, caplog):
-    from deadiff_core.comfy_vision import clip_vision_from_embedded, vision_hidden_states
+    from deadiff_core.comfy_vision import EmbeddedClipVision, vision_hidden_states
 
     openai_vit, rnd = vit
     image = reference_image()  # 2:3 portrait: squashed, never cropped
     assert image.shape[1] != image.shape[2]
-    ours = vision_hidden_states(clip_vision_from_embedded(openai_vit), image)
+    ours = vision_hidden_states(EmbeddedClipVision(openai_vit), image)
     assert "missing clip vision" not in caplog.text  # the completed ViT leaves nothing uninitialised
 
-    config = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=224, patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=768)
-    hf = CLIPVisionModelWithProjection(config).eval()
-    hf.load_state_dict(hf_layout(openai_vit, rnd), strict=True)
     pixels = comfy.clip_vision.clip_preprocess(image, crop=False)
     with torch.no_grad():
-        expected = hf(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+        expected = hf_vision_model(openai_vit, rnd)(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
     assert ours.shape == (1, 257, 1024)
     assert (ours - expected).abs().max().item() <= 1e-5 * expected.abs().max().item()
 
 
 def test_same_tokens_as_a_standard_clip_vision_file(comfy, vit, tmp_path):
-    from deadiff_core.comfy_vision import clip_vision_from_embedded, vision_hidden_states
+    from deadiff_core.comfy_vision import EmbeddedClipVision, vision_hidden_states
 
     openai_vit, rnd = vit
     path = tmp_path / "clip_vision_vit_l.safetensors"
@@ -84,7 +90,7 @@ def test_same_tokens_as_a_standard_clip_vision_file(comfy, vit, tmp_path):
     adapter = adapter_from_state_dict(sd, "<memory>", "official checkpoint")
     image = torch.cat([reference_image("style_02.jpeg"), reference_image("style_02.jpeg").flip(2)])
     with torch.no_grad():
-        a = adapter.encoder(vision_hidden_states(clip_vision_from_embedded(openai_vit), image))
+        a = adapter.encoder(vision_hidden_states(EmbeddedClipVision(openai_vit), image))
         b = adapter.encoder(vision_hidden_states(standard, image))
     for branch in ("style", "content"):
         assert a[branch].shape == (2, 16, 768)
@@ -129,3 +135,28 @@ def test_the_embedded_vit_is_held_once_in_comfyuis_model_management(comfy):
     assert vision.patcher.model_size() > 0 and deadiff.info.has_vision
     hidden = vision.encode_image(torch.rand(1, 64, 64, 3), crop=False)["penultimate_hidden_states"]
     assert hidden.shape == (1, 257, 1024) and torch.isfinite(hidden).all()
+
+
+def test_fp32_tokens_equal_an_fp32_computation_of_the_official_mixed_precision_file(comfy):
+    """dtype fp32 holds for the whole encoder, the embedded ViT included: the official file's fp32 tensors (the
+    ViT's in_proj, norms and embeddings; the Q-Formers) are not rounded to ComfyUI's CLIP-vision dtype on the way."""
+    from deadiff_core.comfy_adapter import ComfyDEADiff
+
+    layout = OfficialLayout()
+    sd = official_state_dict(layout, seed=9, with_other_parts=False)
+    openai_vit = {k.removeprefix("style_blip.visual_encoder."): v for k, v in sd.items()
+                  if k.startswith("style_blip.visual_encoder.")}
+    assert {v.dtype for v in openai_vit.values()} == {torch.float16, torch.float32}  # the file's mix
+    deadiff = ComfyDEADiff(adapter_from_state_dict(sd, "<memory>", "official checkpoint", dtype=torch.float32,
+                                                   operations=comfy.ops.manual_cast))
+    image = torch.rand(2, 240, 200, 3, generator=torch.Generator().manual_seed(10))
+    tokens = deadiff.encode(image, deadiff.embedded_clip_vision)
+
+    fp32 = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    pixels = comfy.clip_vision.clip_preprocess(image, crop=False)
+    with torch.no_grad():
+        hf = hf_vision_model({k: v.float() for k, v in openai_vit.items()}, _Random(0, 0.02, "cpu"))
+        hidden = hf(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+    for branch in ("style", "content"):
+        expected = reference_tokens(fp32, branch, layout, hidden)
+        assert (tokens[branch] - expected).abs().max().item() <= 1e-4, branch

@@ -46,8 +46,8 @@ def _vision_model(backbone, start):
     if start.vision_state_dict is None:
         raise ValueError("no CLIP vision model: set model.clip_vision (CLIP ViT-L/14), or start from a DEADiff / "
                          "BLIP-Diffusion file that carries its own vision tower")
-    from ..comfy_vision import clip_vision_from_embedded
-    return clip_vision_from_embedded(start.vision_state_dict), True
+    from ..comfy_vision import EmbeddedClipVision
+    return EmbeddedClipVision(start.vision_state_dict), True
 
 
 def _check_vision_width(frozen, vision, encoder):

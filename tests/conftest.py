@@ -11,11 +11,30 @@ from deadiff_core.synthetic import TINY, official_state_dict, save_official_chec
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_IMAGES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference_images")
+RAN_ELSEWHERE = pytest.StashKey()
 
 
 def pytest_configure(config):
     if not os.path.isfile(os.path.join(COMFYUI_PATH, "main.py")):
         raise pytest.UsageError("COMFYUI_PATH must name a ComfyUI folder; run the suite with ./scripts/test.sh")
+
+
+def pytest_collection_modifyitems(config, items):
+    """./scripts/test.sh sets DEADIFF_NO_COMFYUI_RAN_ON on later runtimes whose environment has the same core
+    packages as the first's: tests that run no ComfyUI code would only repeat themselves there."""
+    first = os.environ.get("DEADIFF_NO_COMFYUI_RAN_ON")
+    once = [item for item in items if first and item.get_closest_marker("no_comfyui")]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if item not in once]
+        config.stash[RAN_ELSEWHERE] = (len(once), first)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if RAN_ELSEWHERE in config.stash:
+        count, first = config.stash[RAN_ELSEWHERE]
+        terminalreporter.write_line(f"{count} tests that run no ComfyUI code were deselected: they ran on ComfyUI {first}, "
+                                    "with the same torch, transformers and safetensors")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ from deadiff_core.synthetic import TINY, OfficialLayout, official_state_dict, sa
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 from load_checkpoint import measure  # noqa: E402  (the benchmark's own peak-RSS measurement)
 
+pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
+
 
 def test_official_checkpoint_loads_both_branches_and_vision(tiny_ckpt):
     adapter = load_adapter(tiny_ckpt)

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -9,6 +10,8 @@ from conftest import REPO_ROOT
 from deadiff_core.checkpoint import load_adapter
 from deadiff_core.synthetic import OfficialLayout, official_state_dict, save_official_checkpoint
 from test_layout import spec_adapter_keys, spec_image_projection_keys, spec_vision_keys
+
+pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
 
 DROPPED_PREFIXES = ("style_blip.Qformer.cls.", "content_blip.Qformer.cls.", "model.diffusion_model.input_blocks.0",
                     "first_stage_model.", "cond_stage_model.", "betas", "alphas_cumprod", "ctx_embeddings_cache")

@@ -3,10 +3,13 @@ spec's routing (tests/test_layout.py's SPEC_LAYERS, written out from the spec)."
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT
 from test_layout import SPEC_LAYERS
+
+pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
 
 
 def test_layer_map_colours_every_layer_by_the_specs_branch(tmp_path):

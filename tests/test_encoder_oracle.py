@@ -8,6 +8,7 @@ from deadiff_core.synthetic import TINY, OfficialLayout, official_state_dict
 from qformer_oracle import TOKEN_IDS, reference_tokens
 
 
+@pytest.mark.no_comfyui
 @pytest.mark.parametrize("layout", [TINY, OfficialLayout()], ids=["tiny", "full-size"])
 def test_tokens_match_transformers_qformer(layout):
     sd = official_state_dict(layout, seed=1, with_vision=False, with_other_parts=False)
@@ -23,6 +24,7 @@ def test_tokens_match_transformers_qformer(layout):
     assert not torch.allclose(tokens["style"], tokens["content"])
 
 
+@pytest.mark.no_comfyui
 def test_text_word_reaches_the_queries():
     """Text states feed the queries through self-attention: changing the word changes the tokens."""
     sd = official_state_dict(TINY, seed=3, with_vision=False, with_other_parts=False)

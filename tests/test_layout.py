@@ -1,5 +1,6 @@
 """The full-size configuration, built on `meta`, against the official layout of DEADIFF_SPEC.md §3,
 written out here key by key; and the layer map against the spec's §2 table."""
+import pytest
 import torch
 
 from deadiff_core.checkpoint import adapter_layout, official_module_keys
@@ -8,6 +9,8 @@ from deadiff_core.layers import SD15_LAYERS
 from deadiff_core.projections import ImageProjections
 from deadiff_core.qformer import QFormerConfig
 from deadiff_core.synthetic import OfficialLayout, official_state_dict
+
+pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
 
 # spec §2: (ComfyUI patch key, LDM block, channels, branch) in transformer_index order
 SPEC_LAYERS = [

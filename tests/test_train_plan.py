@@ -22,6 +22,7 @@ def plan(global_batch=4, ratios=None, seed=0):
     return TrainingPlan(PAIRS, seed, ratios or {"style": 1, "content": 1, "recon": 1}, DROP, global_batch, (4, 2, 2))
 
 
+@pytest.mark.no_comfyui
 def test_processes_and_micro_batches_split_one_global_batch():
     """One process x 4, two x 2, four x 1, two x 1 x 2 accumulation: the same rows, in the same places."""
     for step in range(6):
@@ -34,6 +35,7 @@ def test_processes_and_micro_batches_split_one_global_batch():
     assert [b[0] for b in batches] == expected and len(batches) == 4
 
 
+@pytest.mark.no_comfyui
 def test_any_step_is_the_same_whatever_was_asked_before():
     sequential = plan()
     in_order = [sequential.rows(s) for s in range(40)]
@@ -45,6 +47,7 @@ def test_any_step_is_the_same_whatever_was_asked_before():
     assert not torch.equal(plan(seed=1).draws(0).noise, plan().draws(0).noise)
 
 
+@pytest.mark.no_comfyui
 def test_each_kind_is_an_epoch_by_epoch_permutation_of_its_rows():
     p = plan(global_batch=1)
     seen = collections.defaultdict(list)
@@ -57,6 +60,7 @@ def test_each_kind_is_an_epoch_by_epoch_permutation_of_its_rows():
             assert sorted(stream[epoch * len(rows):(epoch + 1) * len(rows)]) == rows
 
 
+@pytest.mark.no_comfyui
 def test_kinds_follow_the_ratios_and_drops_follow_the_kind():
     p = plan(global_batch=8, ratios={"style": 3, "content": 1, "recon": 0})
     kinds = collections.Counter(p.kind_at(s) for s in range(4000))

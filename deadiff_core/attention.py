@@ -1,4 +1,4 @@
-"""DEADiff attention (DEADIFF_SPEC.md §2): image keys/values joined to the text ones, one softmax.
+"""DEADiff attention (docs/DESIGN.md, Injection): image keys/values joined to the text ones, one softmax.
 
     K = [to_k(text) ; w * i_to_k(img)]     V = [to_v(text) ; w * i_to_v(img)]
 

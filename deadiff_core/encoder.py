@@ -1,4 +1,4 @@
-"""DEADiff's dual encoder: per branch ln_vision -> Q-Former -> ProjLayer (DEADIFF_SPEC.md §1).
+"""DEADiff's dual encoder: per branch ln_vision -> Q-Former -> ProjLayer (docs/DESIGN.md, Encoder).
 
 Input is the CLIP ViT-L/14 penultimate hidden state [B, 257, 1024] (ComfyUI's
 `penultimate_hidden_states`); output is 16 tokens x 768 per branch.

@@ -5,7 +5,7 @@ import torch
 class ImageKV(torch.nn.Module):
     def __init__(self, token_dim, channels, dtype=None, device=None, operations=torch.nn):
         super().__init__()
-        # bias-free, so zero tokens give exactly-zero keys and values (DEADIFF_SPEC.md §2)
+        # bias-free, so zero tokens give exactly-zero keys and values (docs/DESIGN.md, Zero tokens)
         self.i_to_k = operations.Linear(token_dim, channels, bias=False, dtype=dtype, device=device)
         self.i_to_v = operations.Linear(token_dim, channels, bias=False, dtype=dtype, device=device)
 

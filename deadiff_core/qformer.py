@@ -1,7 +1,7 @@
 """The BLIP-2 / BLIP-Diffusion Q-Former (a BERT-base variant), as DEADiff uses it.
 
 Module and parameter names mirror LAVIS's `Qformer.bert` so the official weights load with a
-prefix change only. What differs from a plain BERT (DEADIFF_SPEC.md §1):
+prefix change only. What differs from a plain BERT (docs/DESIGN.md, Encoder):
 - 16 learned query tokens are prepended to the text and get no position embedding;
 - every layer cross-attends from the query positions only to the image tokens;
 - query and text positions have separate feed-forward weights.

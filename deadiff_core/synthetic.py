@@ -1,6 +1,6 @@
 """Random-weight state dicts in the official `deadiff_v1.ckpt` layout, for tests and benchmarks.
 
-Written from DEADIFF_SPEC.md §3 key by key (not derived from this package's modules), so that
+Written key by key from docs/DESIGN.md, Checkpoint (not derived from this package's modules), so that
 checking the modules against it is a real check. Real weights cannot be downloaded here; these
 files exercise the same loading code at any size, up to the full 7.43 GB layout.
 """

@@ -74,8 +74,8 @@ class DEADiffApplyAdvanced:
                 "content_weight": ("FLOAT", {"default": 1.0, **WEIGHT, "tooltip": "Extra factor on the 5 content layers."}),
                 "layer_weights": ("STRING", {
                     "default": format_weights(PRESETS["all"]),
-                    "tooltip": "16 factors, one per cross-attention layer from the first down block to the last up "
-                               "block (content layers are 5-9), or a preset: " + ", ".join(PRESETS) + "."}),
+                    "tooltip": "16 factors, one per cross-attention layer 0-15 from the first down block to the "
+                               "last up block (content layers are 4-8), or a preset: " + ", ".join(PRESETS) + "."}),
                 "combine": (list(COMBINE_METHODS), {
                     "default": "average",
                     "tooltip": "Several references: average their tokens (16 tokens), or concat them (16 per "

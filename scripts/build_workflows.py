@@ -17,7 +17,7 @@ LORA = "add_detail.safetensors"
 CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 STYLE_IMAGE, CONTENT_IMAGE, SECOND_STYLE_IMAGE = "deadiff_style.png", "deadiff_content.png", "deadiff_style_2.png"
 SAVED_TOKENS = "deadiff/tokens_00001_.safetensors [output]"
-# official inference (DEADIFF_SPEC §5)
+# official inference (docs/DESIGN.md, Inference defaults)
 NEGATIVE = ("over-exposure, under-exposure, saturated, duplicate, out of frame, lowres, cropped, worst quality, low "
             "quality, jpeg artifacts, morbid, mutilated, out of frame, ugly, bad anatomy, bad proportions, deformed, "
             "blurry, duplicate")

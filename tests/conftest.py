@@ -10,7 +10,6 @@ from deadiff_core.synthetic import TINY, official_state_dict, save_official_chec
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE_IMAGES = os.path.join(os.path.dirname(REPO_ROOT), "shared", "reference_images")
 RAN_ELSEWHERE = pytest.StashKey()
 
 

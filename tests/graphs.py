@@ -1,13 +1,12 @@
 """The graph a user builds, as an API-format prompt, and the random-weight files it names:
 an SD1.5 checkpoint and a DEADiff file with a full ViT-L and a one-layer Q-Former."""
 import os
-import shutil
 
 import numpy as np
 from PIL import Image
 
-from conftest import REFERENCE_IMAGES
 from deadiff_core.synthetic import OfficialLayout, official_state_dict, save_official_checkpoint
+from images import save_reference
 from sd15 import sd15_checkpoint
 
 # the real ViT-L/14 and token width; a one-layer Q-Former keeps the file at about 1.4 GB
@@ -30,12 +29,8 @@ def install_models(comfy, server, deadiff_layout=E2E_LAYOUT):
 
 
 def write_reference(path):
-    """The shared style reference, or random pixels where the shared folder is missing."""
-    shared = os.path.join(REFERENCE_IMAGES, "style_01.jpeg")
-    if os.path.exists(shared):
-        shutil.copy(shared, path)
-    else:
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(path)
+    """The style reference the graphs load: the synthetic 2:3 portrait "style_01" (tests/images.py)."""
+    save_reference(path, "style_01")
 
 
 def graph(with_deadiff=True, seed=5, apply_node="DEADiffApply", size=128, steps=2, **apply_inputs):

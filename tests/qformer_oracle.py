@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from transformers import InstructBlipQFormerConfig, InstructBlipQFormerModel
 
-# "[CLS] style [SEP]" / "[CLS] content [SEP]" in bert-base-uncased, as the spec lists them
+# "[CLS] style [SEP]" / "[CLS] content [SEP]" in bert-base-uncased, as docs/DESIGN.md, Encoder lists them
 TOKEN_IDS = {"style": [101, 2806, 102], "content": [101, 4180, 102]}
 
 

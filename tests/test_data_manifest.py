@@ -68,7 +68,7 @@ def test_written_manifest_reads_back_and_images_come_at_their_sizes(folder):
     item = PairImages([pair], resolution=64, reference_size=28)[0]
     assert item["target"].shape == (64, 64, 3) and item["reference"].shape == (28, 28, 3)
     assert 0 <= item["target"].min() and item["target"].max() <= 1
-    # the reference is squashed (spec §1), exactly as ComfyUI's clip_preprocess(crop=False) resizes it
+    # the reference is squashed (docs/DESIGN.md, Encoder), exactly as ComfyUI's clip_preprocess(crop=False) resizes it
     image = torch.from_numpy(np.asarray(Image.open(folder / "a.png"), dtype=np.float32) / 255)
     squashed = torch.nn.functional.interpolate(image.movedim(-1, 0)[None], size=(28, 28), mode="bicubic", antialias=True)
     assert torch.allclose(item["reference"], squashed[0].movedim(0, -1))

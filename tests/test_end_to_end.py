@@ -99,11 +99,9 @@ def test_lora_and_controlnet_compose_with_deadiff_in_either_order(server, comfy)
 
 
 def test_mix_with_all_weight_on_one_reference_equals_that_reference(server):
-    import shutil
+    from images import save_reference
 
-    from conftest import REFERENCE_IMAGES
-
-    shutil.copy(f"{REFERENCE_IMAGES}/style_03.jpeg", server.input_path("deadiff_style_03.jpeg"))
+    save_reference(server.input_path("deadiff_style_03.jpeg"), "style_03")
     mixed = graph()
     mixed["16"] = {"class_type": "LoadImage", "inputs": {"image": "deadiff_style_03.jpeg"}}
     mixed["17"] = {"class_type": "DEADiffEncode", "inputs": {"deadiff": ["5", 0], "image": ["16", 0]}}

@@ -1,5 +1,5 @@
 """DEADiff injection in ComfyUI's real SD1.5 UNet (full architecture, random weights) against a
-written-out implementation of spec §2 that replaces each attn2 forward directly."""
+written-out implementation of docs/DESIGN.md, Injection, that replaces each attn2 forward directly."""
 import pytest
 import torch
 

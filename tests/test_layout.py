@@ -1,5 +1,5 @@
-"""The full-size configuration, built on `meta`, against the official layout of DEADIFF_SPEC.md §3,
-written out here key by key; and the layer map against the spec's §2 table."""
+"""The full-size configuration, built on `meta`, against the official layout of docs/DESIGN.md, Checkpoint,
+written out here key by key; and the layer map against the table in docs/DESIGN.md, Layer map."""
 import pytest
 import torch
 
@@ -12,7 +12,7 @@ from deadiff_core.synthetic import OfficialLayout, official_state_dict
 
 pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
 
-# spec §2: (ComfyUI patch key, LDM block, channels, branch) in transformer_index order
+# docs/DESIGN.md, Layer map: (ComfyUI patch key, LDM block, channels, branch) in transformer_index order
 SPEC_LAYERS = [
     (("input", 1), "input_blocks.1.1", 320, "style"), (("input", 2), "input_blocks.2.1", 320, "style"),
     (("input", 4), "input_blocks.4.1", 640, "style"), (("input", 5), "input_blocks.5.1", 640, "style"),
@@ -28,7 +28,7 @@ SPEC_LAYERS = [
 
 
 def spec_adapter_keys(branch):
-    """Official key -> shape of what the adapter needs from one branch (spec §3)."""
+    """Official key -> shape of what the adapter needs from one branch (docs/DESIGN.md, Checkpoint)."""
     keys = {f"{branch}_blip.ln_vision.weight": (1024,), f"{branch}_blip.ln_vision.bias": (1024,),
             f"{branch}_blip.query_tokens": (1, 16, 768)}
     bert = f"{branch}_blip.Qformer.bert."

@@ -15,8 +15,9 @@ from PIL import Image
 from torch import nn
 
 from comfy_server import free_port
-from conftest import COMFYUI_PATH, REFERENCE_IMAGES, REPO_ROOT
+from conftest import COMFYUI_PATH, REPO_ROOT
 from graphs import CHECKPOINT, DEADIFF
+from images import save_reference
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
@@ -101,9 +102,8 @@ def metric_weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("references")
-    for name in ("style_01.jpeg", "content_01.jpeg"):
-        stem = name.split(".")[0]
-        Image.open(f"{REFERENCE_IMAGES}/{name}").convert("RGB").resize((SIZE, SIZE)).save(folder / f"{stem}.png")
+    for stem in ("style_01", "content_01"):
+        save_reference(folder / f"{stem}.png", stem, size=(SIZE, SIZE))
     (folder / "prompts.txt").write_text(PROMPTS)
     return folder
 

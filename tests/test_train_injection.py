@@ -1,5 +1,6 @@
 """Training's per-row injection through the shared attn2 patches, in ComfyUI's UNet (a tiny SD1.5:
-same 16 layers, narrow channels), against a written-out per-row joint softmax (spec §2, §4)."""
+same 16 layers, narrow channels), against a written-out per-row joint softmax
+(docs/DESIGN.md, Injection and Training)."""
 import pytest
 import torch
 
@@ -42,8 +43,8 @@ def batch(rows=3, seed=5):
 
 
 def written_out(unet, official, x, t, context, tokens, keep):
-    """Each attn2 replaced by spec §2 per row: K = [to_k(text); keep_b * img_b W_k^T], V likewise, one
-    softmax in float64; a row whose branch is not kept gets 16 zero keys/values."""
+    """Each attn2 replaced by the attention of docs/DESIGN.md, Injection, per row:
+    K = [to_k(text); keep_b * img_b W_k^T], V likewise, one softmax in float64; a row whose branch is not kept gets 16 zero keys/values."""
     diffusion_model, originals = unet.model.diffusion_model, []
 
     def make_forward(attn2, block, branch):

@@ -1,5 +1,5 @@
-"""The per-GPU memory estimate of docs/TRAINING.md: parameter counts against the spec's key list and
-SD1.5's known size, activations that grow with the batch, and the documented table kept in step."""
+"""The per-GPU memory estimate of docs/TRAINING.md: parameter counts against the key list in
+docs/DESIGN.md, Checkpoint, and SD1.5's known size, activations that grow with the batch, and the documented table kept in step."""
 import math
 import os
 import re

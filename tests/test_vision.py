@@ -9,9 +9,9 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from conftest import REFERENCE_IMAGES
 from deadiff_core.checkpoint import adapter_from_state_dict
 from deadiff_core.synthetic import OfficialLayout, _Random, official_state_dict, vision_encoder
+from images import reference_image as synthetic_reference
 from qformer_oracle import reference_tokens
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -58,8 +58,9 @@ def vit():
     return {k: v.half().to(v.dtype) for k, v in vision_encoder(OfficialLayout(), rnd).items()}, rnd
 
 
-def reference_image(name="style_01.jpeg"):
-    image = np.asarray(Image.open(os.path.join(REFERENCE_IMAGES, name)).convert("RGB"), dtype=np.float32) / 255
+def reference_image(name="style_01"):
+    """A synthetic reference (tests/images.py) as ComfyUI's IMAGE: (1, height, width, 3) floats in [0, 1]."""
+    image = np.asarray(synthetic_reference(name), dtype=np.float32) / 255
     return torch.from_numpy(image).unsqueeze(0)
 
 
@@ -88,7 +89,7 @@ def test_same_tokens_as_a_standard_clip_vision_file(comfy, vit, tmp_path):
     standard = comfy.clip_vision.load(str(path))  # what ComfyUI's CLIPVisionLoader does
     sd = official_state_dict(OfficialLayout(), seed=8, with_vision=False, with_other_parts=False)
     adapter = adapter_from_state_dict(sd, "<memory>", "official checkpoint")
-    image = torch.cat([reference_image("style_02.jpeg"), reference_image("style_02.jpeg").flip(2)])
+    image = torch.cat([reference_image("style_02"), reference_image("style_02").flip(2)])
     with torch.no_grad():
         a = adapter.encoder(vision_hidden_states(EmbeddedClipVision(openai_vit), image))
         b = adapter.encoder(vision_hidden_states(standard, image))
@@ -99,12 +100,15 @@ def test_same_tokens_as_a_standard_clip_vision_file(comfy, vit, tmp_path):
 
 def test_preprocessing_matches_the_official_pil_pipeline(comfy):
     """Official DEADiff: convert("RGB"), squash-resize to 224 bicubic, [0,1], CLIP mean/std."""
-    pil = Image.open(os.path.join(REFERENCE_IMAGES, "content_01.jpeg")).convert("RGB")
+    pil = synthetic_reference("content_01")  # smooth 3:2 landscape, so a centre crop would show
+    assert pil.width != pil.height
     official = np.asarray(pil.resize((224, 224), Image.BICUBIC), dtype=np.float32) / 255
     official = (torch.from_numpy(official) - torch.tensor(MEAN)) / torch.tensor(STD)
-    ours = comfy.clip_vision.clip_preprocess(reference_image("content_01.jpeg"), crop=False)[0].movedim(0, -1)
+    ours = comfy.clip_vision.clip_preprocess(reference_image("content_01"), crop=False)[0].movedim(0, -1)
     assert ours.shape == official.shape
-    assert (ours - official).abs().mean() < 0.02  # resampling kernels differ slightly; a crop would not
+    assert (ours - official).abs().mean() < 0.02  # resampling kernels differ slightly
+    cropped = comfy.clip_vision.clip_preprocess(reference_image("content_01"), crop=True)[0].movedim(0, -1)
+    assert (cropped - official).abs().mean() > 0.1  # a crop would not pass the comparison above
 
 
 def test_a_vision_model_that_is_not_vit_l_224_is_refused(comfy):

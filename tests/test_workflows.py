@@ -15,7 +15,8 @@ from PIL import Image
 
 from browser import Browser, chromium_missing_reason
 from comfy_server import PACK_FOLDER_NAME
-from conftest import REFERENCE_IMAGES, REPO_ROOT
+from conftest import REPO_ROOT
+from images import reference_image
 from graphs import CHECKPOINT, DEADIFF, run_ok
 from sd15 import sd15_controlnet_file, sd15_lora_file
 
@@ -40,7 +41,7 @@ def stand_ins(comfy, server):
     sd15_controlnet_file(comfy, server.model_path("controlnet", build_workflows.CONTROLNET), seed=42)
     for name, source in ((build_workflows.STYLE_IMAGE, "style_02.jpeg"), (build_workflows.CONTENT_IMAGE, "content_01.jpeg"),
                          (build_workflows.SECOND_STYLE_IMAGE, "style_04.jpeg")):
-        Image.open(os.path.join(REFERENCE_IMAGES, source)).convert("RGB").save(server.input_path(name))
+        reference_image(source).save(server.input_path(name))
     return server
 
 

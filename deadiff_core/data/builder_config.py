@@ -1,5 +1,5 @@
 """The data builder's configuration (JSON or TOML): which prompts to render, with which model and
-sampler, and how to pair the images (spec §4: subjects x style descriptions, generated, paired)."""
+sampler, and how to pair the images (docs/DESIGN.md, Training: subjects x style descriptions, generated, paired)."""
 from dataclasses import dataclass, field
 
 from ..train.config import ModelConfig

@@ -23,7 +23,7 @@ def resize_and_centre_crop(image, size):
 
 def squash(image, size):
     """[H, W, 3] -> [size, size, 3] without keeping the aspect ratio: exactly the resize ComfyUI's
-    clip_preprocess(crop=False) applies at inference (spec §1), so references batch at one size."""
+    clip_preprocess(crop=False) applies at inference (docs/DESIGN.md, Encoder), so references batch at one size."""
     resized = F.interpolate(image.movedim(-1, 0)[None], size=(size, size), mode="bicubic", antialias=True)
     return resized[0].movedim(0, -1)
 

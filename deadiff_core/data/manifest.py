@@ -4,7 +4,7 @@
 
 kind: style (same style, different subject), content (same subject, different style) or recon
 (reference = target). Image paths are relative to the manifest's folder. A recon row's caption is
-not used (the trainer's text is "" for it, spec §4) and may be empty.
+not used (the trainer's text is "" for it, docs/DESIGN.md, Training) and may be empty.
 """
 import json
 import logging

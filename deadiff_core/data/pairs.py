@@ -1,4 +1,4 @@
-"""The three kinds of training pairs from generated images (spec §4): style pairs share the style
+"""The three kinds of training pairs from generated images (docs/DESIGN.md, Training): style pairs share the style
 and differ in subject, content pairs share the subject and differ in style, reconstruction pairs
 are an image with itself. References are drawn at random per target, or, given CLIP scores, the
 best-scoring ones above a threshold."""

@@ -1,1 +1,1 @@
-"""DEADiff training (spec §4): `python -m deadiff_core.train --config ...`; see docs/TRAINING.md."""
+"""DEADiff training (docs/DESIGN.md, Training): `python -m deadiff_core.train --config ...`; see docs/TRAINING.md."""

@@ -66,7 +66,7 @@ class FrozenEncoders:
 
     @torch.no_grad()
     def vision_states(self, references):
-        # DEADiff squashes the reference (spec §1): crop=False
+        # DEADiff squashes the reference (docs/DESIGN.md, Encoder): crop=False
         hidden = self.vision.encode_image(references, crop=False)["penultimate_hidden_states"]
         return hidden.to(self.device, torch.float32)
 

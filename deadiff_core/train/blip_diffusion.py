@@ -1,4 +1,4 @@
-"""BLIP-Diffusion's published weights as a DEADiff starting point (spec §4: both Q-Formers and
+"""BLIP-Diffusion's published weights as a DEADiff starting point (docs/DESIGN.md, Training: both Q-Formers and
 ProjLayers start from them).
 
 LAVIS's BlipDiffusion holds `blip` (a Blip2Qformer: visual_encoder, ln_vision, query_tokens,
@@ -60,7 +60,7 @@ def as_deadiff_layout(blip_diffusion):
 
 
 def write_synthetic_blip_diffusion(path, layout=TINY, seed=0, folder=True):
-    """Random weights in BLIP-Diffusion's published layout, built from DEADIFF_SPEC's key list (for
+    """Random weights in BLIP-Diffusion's published layout, built from the key list in docs/DESIGN.md, Checkpoint (for
     tests and dry runs): the checkpoint folder, or (folder=False) one whole-model file."""
     rnd = _Random(seed, 0.02, "cpu")
     blip_sd = blip(layout, rnd, vision_encoder(layout, rnd))

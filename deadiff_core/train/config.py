@@ -1,7 +1,7 @@
 """The training configuration: a JSON or TOML file whose sections map onto these dataclasses.
 
 Unknown keys are refused by name (a typo must not silently train with a default). Paths are
-relative to the config file's folder. Defaults follow DEADIFF_SPEC.md §4.
+relative to the config file's folder. Defaults follow docs/DESIGN.md, Training.
 """
 import dataclasses
 import os
@@ -50,7 +50,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
     max_grad_norm: float = 0.0      # 0 = no clipping
-    proj_dropout: float = 0.1       # the ProjLayers' dropout while training (spec §1)
+    proj_dropout: float = 0.1       # the ProjLayers' dropout while training (docs/DESIGN.md, Encoder)
     batch_size: int = 8             # per process and micro-batch
     accumulation: int = 1
     max_steps: int = 100000

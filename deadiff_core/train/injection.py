@@ -1,7 +1,7 @@
 """Training's injection: the same attn2 patches as inference (comfy_patch.py), fed per-row tokens.
 
 Each row of a training batch has its own reference, so its own tokens [B, T, D]; a row's branch
-is zeroed where its pair kind leaves the branch out or its image tokens were dropped (spec §4).
+is zeroed where its pair kind leaves the branch out or its image tokens were dropped (docs/DESIGN.md, Training).
 Keys and values are projected on every call, inside autograd, so the loss reaches i_to_k / i_to_v
 and, through the tokens, both Q-Formers.
 """

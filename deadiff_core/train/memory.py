@@ -2,8 +2,8 @@
 
     python -m deadiff_core.train.memory [--batch 8] [--resolution 512] [--gpus 8] [--fsdp] [--precision bf16]
 
-- parameters: counted in the real modules (ComfyUI's SD1.5 UNet, VAE and CLIP-L, the spec's ViT-L
-  layout, DEADiff's Q-Formers and projections) built on PyTorch's `meta` device;
+- parameters: counted in the real modules (ComfyUI's SD1.5 UNet, VAE and CLIP-L, the ViT-L layout of
+  docs/DESIGN.md, Checkpoint, DEADiff's Q-Formers and projections) built on PyTorch's `meta` device;
 - weights: frozen ones stored in the autocast precision (2 bytes, 4 in fp32), trained ones in fp32
   with their gradient and AdamW's two moments (16 bytes; / GPUs under FSDP);
 - activations: the bytes autograd keeps for backward, counted in one forward of the training

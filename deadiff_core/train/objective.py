@@ -1,4 +1,4 @@
-"""DEADiff's training objective (spec §4): ε-prediction MSE on SD1.5's DDPM schedule, with the
+"""DEADiff's training objective (docs/DESIGN.md, Training): ε-prediction MSE on SD1.5's DDPM schedule, with the
 reference tokens entering the frozen UNet through the shared attn2 patches."""
 import torch
 import torch.nn.functional as F

@@ -1,6 +1,6 @@
 """Where training starts: random weights, an existing DEADiff checkpoint (fine-tuning), or
 BLIP-Diffusion's Q-Former and ProjLayer in both branches. Random and BLIP-Diffusion starts
-initialise each i_to_k / i_to_v as a copy of its layer's to_k / to_v (spec §4)."""
+initialise each i_to_k / i_to_v as a copy of its layer's to_k / to_v (docs/DESIGN.md, Training)."""
 import logging
 from dataclasses import dataclass
 

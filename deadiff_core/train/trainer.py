@@ -1,4 +1,4 @@
-"""The training loop (spec §4): paired data -> frozen encoders -> DEADiff objective -> AdamW, with
+"""The training loop (docs/DESIGN.md, Training): paired data -> frozen encoders -> DEADiff objective -> AdamW, with
 accumulation, mixed precision, checkpoints, validation images, logs and the final adapter."""
 import json
 import logging
@@ -169,7 +169,7 @@ class Trainer:
         return mean_over_processes(torch.stack(losses).mean().item(), self.processes)
 
     def micro_batch(self, batch, draws, rows):
-        """The objective's inputs for this process's rows of the global batch (spec §4: which
+        """The objective's inputs for this process's rows of the global batch (docs/DESIGN.md, Training: which
         branches see the reference, and the text, follow the pair kind)."""
         kind = draws.kind
         captions = ["" if kind == "recon" else self.pairs[i].caption for i in batch["index"].tolist()]

@@ -171,23 +171,24 @@ def run_main(*argv):
     return quality.main(list(argv))
 
 
-def test_quality_harness_refuses_missing_or_wrong_metric_weights(metric_weights, tmp_path, capsys):
+def test_quality_harness_refuses_missing_or_wrong_metric_weights(metric_weights, reference_set, tmp_path, capsys):
+    references = ("--references", str(reference_set))  # the default set (../shared) need not exist
     with pytest.raises(SystemExit) as stopped:
-        run_main("--out", str(tmp_path))
+        run_main(*references, "--out", str(tmp_path))
     assert stopped.value.code == 2 and "pass --clip DIR" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="not a transformers CLIP folder"):
-        run_main("--clip", str(tmp_path / "nowhere"))
+        run_main(*references, "--clip", str(tmp_path / "nowhere"))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a pickle")
     with pytest.raises(SystemExit, match="--csd .*junk.pth: not readable as PyTorch weights"):
-        run_main("--clip", metric_weights["clip"], "--csd", str(junk))
+        run_main(*references, "--clip", metric_weights["clip"], "--csd", str(junk))
     with pytest.raises(SystemExit, match="not a CSD checkpoint"):
-        run_main("--clip", metric_weights["clip"], "--csd", metric_weights["aesthetic"])
+        run_main(*references, "--clip", metric_weights["clip"], "--csd", metric_weights["aesthetic"])
     narrow = nn.Sequential(nn.Linear(512, 1024), nn.Dropout(), nn.Linear(1024, 128), nn.Dropout(), nn.Linear(128, 64),
                            nn.Dropout(), nn.Linear(64, 16), nn.Linear(16, 1))
     torch.save({f"layers.{k}": v for k, v in narrow.state_dict().items()}, tmp_path / "narrow.pth")
     with pytest.raises(SystemExit, match="reads 512-wide CLIP embeddings but the --clip model gives 768-wide"):
-        run_main("--clip", metric_weights["clip"], "--aesthetic", str(tmp_path / "narrow.pth"))
+        run_main(*references, "--clip", metric_weights["clip"], "--aesthetic", str(tmp_path / "narrow.pth"))
 
 
 def test_quality_harness_explains_an_unreachable_server_and_unpaired_references(reference_set, tmp_path):

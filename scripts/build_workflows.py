@@ -4,12 +4,17 @@ descriptions below and the node definitions a running ComfyUI server reports (/o
 socket and widget order always match the nodes. Standard library only.
 
     python scripts/build_workflows.py --url http://127.0.0.1:8188 [--out workflows]
+
+The committed files are built on the reference runtime, REFERENCE_COMFYUI (the default one that
+./scripts/setup.sh installs). Other runtimes' definitions differ in details (0.33's Save Image has an
+IMAGE output), so there the files are checked with problems() instead: everything they use must exist.
 """
 import argparse
 import json
 import os
 import urllib.request
 
+REFERENCE_COMFYUI = "0.3.75"
 # the files the workflows name: the real releases (see the README's model table)
 SD15 = "v1-5-pruned-emaonly.safetensors"
 DEADIFF = "deadiff_v1.ckpt"
@@ -116,6 +121,20 @@ WORKFLOWS = {
 }
 
 
+# the types of widget values a UI-format workflow saves
+WIDGET_TYPES = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": bool, "COMBO": str}
+
+
+def is_widget(spec):
+    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
+
+
+def saved_extras(spec):
+    """What the editor saves after a widget's own value: a seed's control mode, Load Image's upload button."""
+    options = spec[1] if len(spec) > 1 else {}
+    return ["fixed"] * bool(options.get("control_after_generate")) + ["image"] * bool(options.get("image_upload"))
+
+
 # nodes the editor draws larger than their widgets: Load Image's preview, the layer map (web/deadiff.js)
 EXTRA_SPACE = {"LoadImage": (340, 260), "DEADiffApplyAdvanced": (470, 150)}
 
@@ -156,11 +175,8 @@ def ui_workflow(note, nodes, object_info):
             if isinstance(value, tuple):  # a link from another node's output
                 links.append([len(links) + 1, ids[value[0]], value[1], ids[node.key], len(inputs), spec[0]])
                 inputs.append({"name": name, "type": spec[0], "link": len(links)})
-            elif isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
-                widgets.append(value if name in node.inputs else spec[1].get("default"))
-                options = spec[1] if len(spec) > 1 else {}
-                widgets += ["fixed"] if options.get("control_after_generate") else []
-                widgets += ["image"] if options.get("image_upload") else []
+            elif is_widget(spec):
+                widgets += [value if name in node.inputs else spec[1].get("default"), *saved_extras(spec)]
             else:
                 inputs.append({"name": name, "type": spec[0], "link": None})
         column = columns[node.key]
@@ -184,6 +200,60 @@ def ui_workflow(note, nodes, object_info):
 
 def build(object_info):
     return {name: ui_workflow(note, nodes, object_info) for name, (note, nodes) in WORKFLOWS.items()}
+
+
+def problems(workflow, object_info):
+    """How a UI-format workflow as ui_workflow writes it does not fit a runtime's node definitions, [] when it
+    fits: every node type, socket, output and link it uses exists there with its type, and its widget values are
+    as many, and of the types, as the widgets the editor assigns them to by position. (Whether a value is one a
+    combo offers depends on the files installed: running the workflow checks that.)"""
+    found = []
+    for node in workflow["nodes"]:
+        if node["type"] != "Note":
+            info = object_info.get(node["type"])
+            where = f"node {node['id']} {node['type']}"
+            found += [f"{where}: {problem}" for problem in _node_problems(node, info)] if info else [f"{where}: no such node type"]
+    return found + _link_problems(workflow)
+
+
+def _node_problems(node, info):
+    found = []
+    specs = {**info["input"]["required"], **info["input"].get("optional", {})}
+    sockets = {socket["name"]: socket["type"] for socket in node["inputs"]}
+    found += [f"input {name} {kind} is {specs[name][0] if name in specs else 'missing'}"
+              for name, kind in sockets.items() if name not in specs or specs[name][0] != kind]
+    found += [f"required input {name} is missing" for name, spec in info["input"]["required"].items()
+              if not is_widget(spec) and name not in sockets]
+    outputs = list(zip(info["output_name"], info["output"]))
+    found += [f"output {slot} {output['name']} {output['type']} is {outputs[slot] if slot < len(outputs) else 'missing'}"
+              for slot, output in enumerate(node["outputs"]) if outputs[slot:slot + 1] != [(output["name"], output["type"])]]
+    kinds = [kind for name, spec in specs.items() if is_widget(spec) and name not in sockets
+             for kind in ["COMBO" if isinstance(spec[0], list) else spec[0]] + [None] * len(saved_extras(spec))]
+    values = node["widgets_values"]
+    if len(values) != len(kinds) or not all(map(_fits, values, kinds)):
+        found.append(f"widget values {values} do not fit widgets {kinds}")
+    return found
+
+
+def _fits(value, kind):
+    """Whether a saved widget value has the widget's type (None: an extra value, any)."""
+    return kind is None or (isinstance(value, WIDGET_TYPES[kind]) and (kind == "BOOLEAN") == isinstance(value, bool))
+
+
+def _link_problems(workflow):
+    by_id = {node["id"]: node for node in workflow["nodes"]}
+
+    def slot(node_id, side, index):
+        slots = by_id.get(node_id, {}).get(side, [])
+        return slots[index] if 0 <= index < len(slots) else {}
+
+    found = []
+    for link_id, source, source_slot, target, target_slot, kind in workflow["links"]:
+        output, socket = slot(source, "outputs", source_slot), slot(target, "inputs", target_slot)
+        if not (output.get("type") == socket.get("type") == kind and link_id in output.get("links", ())
+                and socket.get("link") == link_id):
+            found.append(f"link {link_id}: {source}.{source_slot} -> {target}.{target_slot} ({kind}) does not match the nodes' sockets")
+    return found
 
 
 def main(argv=None):

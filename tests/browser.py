@@ -212,7 +212,8 @@ class Browser:
 
     def add_node(self, node_type, pos=(100, 100), widgets=None):
         """Add a node of `node_type` at graph position `pos`, optionally setting widget values by name.
-        Returns its id."""
+        Returns its id as a number, as saved workflows hold it (frontend 1.49 keeps ids as strings in
+        the page, 1.32 as numbers; the page's look-ups take either)."""
         return self.evaluate("""([type, pos, widgets]) => {
             const node = window.LiteGraph.createNode(type);
             if (!node) throw new Error(`unknown node type ${type}`);
@@ -224,7 +225,7 @@ class Browser:
                 widget.value = value;
             }
             window.app.graph.setDirtyCanvas(true, true);
-            return node.id;
+            return Number(node.id);
         }""", [node_type, list(pos), widgets])
 
     def connect(self, from_id, output, to_id, input):
@@ -273,6 +274,10 @@ class Browser:
             window.app.canvas.draw(true, true);
         }""", [list(node_ids), zoom])
         self.page.wait_for_timeout(100)
+
+    def node_element(self, node_id):
+        """A node's element in the Nodes 2.0 (Vue nodes) renderer, as a playwright locator."""
+        return self.page.locator(f'[data-node-id="{node_id}"]')
 
     def page_point(self, graph_x, graph_y):
         """A graph position as page (viewport) coordinates, for real mouse events."""

@@ -287,7 +287,7 @@ def test_layer_map_works_in_the_nodes_2_renderer(comfy_server):
         browser.new_graph()
         advanced = browser.add_node("DEADiffApplyAdvanced", (0, 0))
         browser.show_nodes([advanced])
-        canvas = browser.page.locator(f'[node-id="{advanced}"] canvas')
+        canvas = browser.node_element(advanced).locator("canvas")
         canvas.wait_for()
 
         def page_point(index, fraction_from_top=0.5):

@@ -55,11 +55,39 @@ def editor(stand_ins):
 
 
 def test_committed_workflows_match_the_node_definitions(server):
-    built = build_workflows.build(server.get("/object_info"))
+    """On the reference runtime the files are exactly what its node definitions build; on every runtime each
+    node, socket, output, link and widget value in them fits that runtime's definitions."""
+    object_info = server.get("/object_info")
+    built = build_workflows.build(object_info)
     assert sorted(f"{name}.json" for name in built) == [os.path.basename(path) for path in WORKFLOWS]
+    reference = server.get("/system_stats")["system"]["comfyui_version"] == build_workflows.REFERENCE_COMFYUI
+    print(f"exact match with ComfyUI {build_workflows.REFERENCE_COMFYUI}'s build: {'checked' if reference else 'not this runtime'}")
     for path in WORKFLOWS:
         with open(path) as f:
-            assert json.load(f) == built[os.path.basename(path)[:-5]], f"{path}: run scripts/build_workflows.py"
+            committed = json.load(f)
+        assert build_workflows.problems(committed, object_info) == [], path
+        if reference:
+            assert committed == built[os.path.basename(path)[:-5]], f"{path}: run scripts/build_workflows.py"
+
+
+def test_the_fit_check_finds_what_does_not_fit(server):
+    object_info = server.get("/object_info")
+    with open(os.path.join(REPO_ROOT, "workflows", "deadiff_style_transfer.json")) as f:
+        committed = json.load(f)
+    faults = {
+        "no such node type": lambda workflow, nodes: nodes["DEADiffLoader"].update(type="DEADiffLoaderV9"),
+        "input model CLIP is MODEL": lambda workflow, nodes: nodes["DEADiffApply"]["inputs"][0].update(type="CLIP"),
+        "required input samples is missing": lambda workflow, nodes: nodes["VAEDecode"]["inputs"].pop(0),
+        "output 1 MASK MASK is missing": lambda workflow, nodes: nodes["VAEDecode"]["outputs"].append(
+            {"name": "MASK", "type": "MASK", "links": []}),
+        "widget values": lambda workflow, nodes: nodes["KSampler"]["widgets_values"].insert(1, "fixed"),
+        "does not match the nodes' sockets": lambda workflow, nodes: workflow["links"][0].__setitem__(5, "LATENT"),
+    }
+    for expected, spoil in faults.items():
+        workflow = json.loads(json.dumps(committed))
+        spoil(workflow, {node["type"]: node for node in workflow["nodes"]})
+        found = build_workflows.problems(workflow, object_info)
+        assert any(expected in problem for problem in found), (expected, found)
 
 
 def test_the_issue_s_seven_workflows_exist():

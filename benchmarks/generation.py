@@ -82,17 +82,18 @@ async def _timed_run(url, prompt, timeout):
                cached=messages["execution_cached"]["nodes"])
 
 
-def measure(server, rounds, warmup, size, steps):
-    """{(pipeline, COLD or WARM): [Run per round]}, pipelines interleaved, and the other processes' CPU share."""
+def measure(server, rounds, warmup, size, steps, run=timed_run):
+    """{(pipeline, COLD or WARM): [Run per round]}, pipelines interleaved, and the other processes' CPU share.
+    `run(server, prompt)` queues one prompt and returns its Run (gpu_check.py wraps timed_run to read VRAM too)."""
     runs = {(name, state): [] for name in PIPELINES for state in (COLD, WARM)}
     seeds = itertools.count(1)
     others = OtherProcesses(pids=[server.process.pid])
     for kept, name in round_robin(PIPELINES, rounds, warmup):
         server.free()
         for state in (COLD, WARM):
-            run = timed_run(server, graph(with_deadiff=PIPELINES[name], seed=next(seeds), size=size, steps=steps))
+            result = run(server, graph(with_deadiff=PIPELINES[name], seed=next(seeds), size=size, steps=steps))
             if kept:
-                runs[name, state].append(run)
+                runs[name, state].append(result)
     return runs, others.share()
 
 

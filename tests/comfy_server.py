@@ -22,7 +22,7 @@ def free_port():
 
 
 class ComfyServer:
-    def __init__(self, comfyui_path, repo_root, base_dir, startup_timeout=240):
+    def __init__(self, comfyui_path, repo_root, base_dir, startup_timeout=240, extra_args=()):
         self.base_dir = base_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -32,7 +32,7 @@ class ComfyServer:
             os.symlink(repo_root, os.path.join(base_dir, "custom_nodes", PACK_FOLDER_NAME))
         self.log_path = os.path.join(base_dir, "server.log")
         command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", base_dir,
-                   "--disable-auto-launch", "--disable-api-nodes"]
+                   "--disable-auto-launch", "--disable-api-nodes", *extra_args]
         if not _has_cuda():
             command.append("--cpu")
         self.process = subprocess.Popen(command, cwd=comfyui_path, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)

@@ -1,12 +1,19 @@
 """Benchmark scripts run end to end at tiny size (their figures are meaningless here; the pipeline is real)."""
+import json
+import os
 import re
 import subprocess
 import sys
+import time
+import types
 
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import COMFYUI_PATH, REPO_ROOT
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+import gpu_check  # noqa: E402
 
 UNET_VARIANTS = ["unpatched", "style", "style and content", "style, 4 references concatenated", "style, with a mask"]
 
@@ -110,3 +117,83 @@ def test_memory_benchmark_sizes_each_branch_choice_at_tiny_size():
                                                       ("both", "style and content"), ("style only", "style"),
                                                       ("content only", "content")]
         assert all(float(row[4]) > 0 for row in modes[1:])
+
+
+needs_dynamic_vram = pytest.mark.skipif(not gpu_check.dynamic_vram_flag_supported(COMFYUI_PATH),
+                                        reason="the GPU check needs ComfyUI 0.33 or later (DynamicVRAM)")
+
+
+@needs_dynamic_vram
+def test_gpu_check_dry_run_runs_both_dynamic_vram_settings_and_checks_offloading(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: the GPU check's whole path on the CPU at tiny size, its files in $OUT."""
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=700, env=dict(os.environ, PYTHON=sys.executable, OUT=str(out)))
+    assert result.returncode == 0, result.stdout[-4000:]
+    output = result.stdout
+    assert "GPU check passed (dry run" in output
+    found = tables(output)
+    assert len(found) == 7  # per setting: times, VRAM, offloading; then the summary
+    for times, vram, patchers in (found[0:3], found[3:6]):
+        assert [row[0] for row in times] == ["plain SD1.5, cold", "DEADiff, cold", "plain SD1.5, warm", "DEADiff, warm"]
+        assert all(median_of(row[1]) > 0 for row in times)
+        assert [row[0] for row in vram] == ["plain SD1.5", "DEADiff", "DEADiff - plain"]
+        adapter = {row[0]: row for row in patchers if row[0].startswith("DEADiff")}
+        assert list(adapter) == ["DEADiff Q-Formers", "DEADiff i_to_k/v projections", "DEADiff CLIP vision (embedded ViT)"]
+        for row in adapter.values():
+            before, after = row[4].split(" / ")
+            assert float(before) > 0 and after == "0"  # loaded after a DEADiff prompt, unloaded by /free
+            assert row[6] == "True / False" and row[7] == "n/a (CPU)"
+        assert any(row[0] == "BaseModel" for row in patchers)  # the UNet, for comparison
+    assert [row[0] for row in found[6]] == ["DynamicVRAM on", "DynamicVRAM off"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["gpu_check.json", "gpu_check.log", "gpu_check_report.md", "server-dynamicvram-off.log",
+                     "server-dynamicvram-on.log"]
+    assert "Dynamic vram disabled with argument" in (out / "server-dynamicvram-off.log").read_text()
+    assert "Dynamic vram disabled with argument" not in (out / "server-dynamicvram-on.log").read_text()
+    assert "GPU check passed" in (out / "gpu_check.log").read_text()
+    figures = json.loads((out / "gpu_check.json").read_text())
+    assert [s["name"] for s in figures["settings"]] == ["DynamicVRAM on", "DynamicVRAM off"]
+
+
+@needs_dynamic_vram
+def test_gpu_check_stops_with_a_message_when_it_cannot_finish_in_time_or_finds_no_gpu():
+    def check(*args):
+        return subprocess.run([sys.executable, "benchmarks/gpu_check.py", *args], capture_output=True, text=True,
+                              cwd=REPO_ROOT, timeout=120)
+
+    late = check("--dry-run", "--deadline", str(time.time() + 20))
+    assert late.returncode == 1 and "FAILED:\n- time limit: writing the random-weight files needs about 60 s" in late.stdout
+    if not torch.cuda.is_available():
+        no_gpu = check()
+        assert no_gpu.returncode == 1 and "no NVIDIA GPU found" in no_gpu.stdout
+
+
+@pytest.mark.no_comfyui
+def test_gpu_check_reads_peak_vram_and_fails_on_what_it_must_fail_on(monkeypatch):
+    """The GPU-only parts of the GPU check, with a stand-in for NVML: its sampler keeps the peak, and a run with
+    DynamicVRAM off where it should be on, bf16 weights or an adapter patcher left on the GPU fails."""
+    used = iter([1, 5, 9, 3] + [2] * 10_000)
+    nvml = types.SimpleNamespace(nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: "gpu0",
+                                 nvmlDeviceGetName=lambda handle: b"Fake GPU",
+                                 nvmlDeviceGetMemoryInfo=lambda handle: types.SimpleNamespace(used=next(used)))
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    device = gpu_check.DeviceMemory()
+    assert device.name() == "Fake GPU"
+    with device.peak(interval=0.001) as peak:
+        time.sleep(0.05)
+    assert peak["bytes"] == 9
+
+    def patcher(name, loaded):
+        return {"name": name, "loaded_size": loaded, "cuda_tensor_bytes": loaded, "in_loaded_models": bool(loaded)}
+
+    def result(dynamic_vram, dtype, left_loaded):
+        return {"dynamic_vram": dynamic_vram, "weight_dtypes": [f"{dtype} (manual cast None)"],
+                "offload": {"before": [patcher("DEADiff Q-Formers", 10), patcher("BaseModel", 10)],
+                            "after": [patcher("DEADiff Q-Formers", left_loaded), patcher("BaseModel", 0)]}}
+
+    assert gpu_check.problems(result(True, "torch.float16", 0), on_gpu=True, want_dynamic=True) == []
+    assert gpu_check.problems(result(False, "torch.bfloat16", 10), on_gpu=True, want_dynamic=True) == [
+        "DynamicVRAM is off in the server", "weights not in fp16: ['torch.bfloat16 (manual cast None)']",
+        "still on the GPU after /free: DEADiff Q-Formers"]
+    assert gpu_check.problems(result(False, "torch.float32", 10), on_gpu=False, want_dynamic=True) == []  # CPU

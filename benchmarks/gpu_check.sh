@@ -63,7 +63,7 @@ os.replace(wheel + ".new", wheel)
 EOF
   rm -rf "$here/wheels"
   mv "$here/wheels.partial" "$here/wheels"
-  cp "$archive" "$here/$archive_name"
+  install -m 0644 "$archive" "$here/$archive_name"  # the shared copy is read-only
   local tracked untracked carried
   tracked=$(cd "$root" && git ls-files -z | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
   untracked=$(cd "$root" && git ls-files -z --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)

@@ -12,8 +12,9 @@
 #                               .runtimes/NAME/ComfyUI with a Python environment of its own in
 #                               .runtimes/NAME/venv (NAME: the archive's name without extension)
 #
-# Each environment gets torch (pinned below), that ComfyUI's own requirements.txt and ours, and
-# records its ComfyUI folder in VENV/comfyui-path. With ARCHIVE, the venv's folder is printed on stdout.
+# Each environment gets torch (pinned below), that ComfyUI's own requirements.txt (and its
+# manager_requirements.txt where it has one: 0.33's comfyui_manager) and ours, and records its ComfyUI
+# folder in VENV/comfyui-path. With ARCHIVE, the venv's folder is printed on stdout.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -86,17 +87,23 @@ install_chromium() {
 }
 
 # install_packages VENV COMFYUI: torch, that ComfyUI's requirements and ours, unless the stamp says done.
-# ComfyUI's server imports requests without listing it (0.3.75).
+# ComfyUI's server imports requests without listing it (0.3.75). A ComfyUI with a manager_requirements.txt
+# (0.33: comfyui_manager==4.2.2, what --enable-manager starts) gets that too (tests/test_manager_install.py).
 install_packages() {
   local venv="$1" comfyui="$2" python="$1/bin/python" stamp="$1/.deadiff-setup" want
-  want=$(cat "$comfyui/requirements.txt" "$root/requirements.txt" "$root/requirements-dev.txt" |
+  local comfyui_reqs=("$comfyui/requirements.txt") manager_args=()
+  if [ -f "$comfyui/manager_requirements.txt" ]; then
+    comfyui_reqs+=("$comfyui/manager_requirements.txt")
+    manager_args=(-r "$comfyui/manager_requirements.txt")
+  fi
+  want=$(cat "${comfyui_reqs[@]}" "$root/requirements.txt" "$root/requirements-dev.txt" |
     { cat; echo "${torch_pins[*]} requests $comfyui"; } | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing ${torch_pins[*]}, the requirements of $comfyui and ours into $venv"
     grep -v -E '^\s*(torch|torchvision|torchaudio)\s*([<>=!~;#].*)?$' "$comfyui/requirements.txt" >"$venv/comfyui-requirements.txt"
     "$python" -m pip install --quiet "${torch_pins[@]}"
-    "$python" -m pip install --quiet -r "$venv/comfyui-requirements.txt" -r "$root/requirements.txt" \
-      -r "$root/requirements-dev.txt" requests "${torch_pins[@]}"
+    "$python" -m pip install --quiet -r "$venv/comfyui-requirements.txt" ${manager_args[@]+"${manager_args[@]}"} \
+      -r "$root/requirements.txt" -r "$root/requirements-dev.txt" requests "${torch_pins[@]}"
     echo "$want" >"$stamp"
   fi
   echo "$comfyui" >"$venv/comfyui-path"

@@ -15,6 +15,13 @@ FLUSH_PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height
                 "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
 
 
+def pack_log_problems(log):
+    """The lines of a ComfyUI server log that report trouble with this pack: a warning, an import failure
+    or a traceback on a line that names it. An empty list for a clean start."""
+    pack_lines = [line for line in log.splitlines() if "deadiff" in line.lower()]
+    return [line for line in pack_lines if "WARNING" in line or "IMPORT FAILED" in line or "Traceback" in line]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -156,29 +156,48 @@ class Injection:
 
 
 class DEADiffAttentionPatch:
-    """attn2 replace patch for one layer. Wraps a replace patch another pack set before (it then
-    computes attention over the joined keys/values); ComfyUI clones MODELs by deep-copying their
-    options, so the patch is shared, not copied, and its weights ride along through models()."""
+    """attn2 replace patch for one layer. Composes with other packs' attention patches both ways:
+    - one set before is wrapped (`inner`): it then computes attention over the joined keys/values;
+    - one set after joins through `add()`, the protocol IPAdapter_plus uses when a key already holds a replace
+      patch: `callback(out, q, k, v, extra_options, **kwargs)` returns a term added to this layer's output,
+      while kwargs' sigma_end <= sigma <= sigma_start when it names them.
+    ComfyUI clones a MODEL by deep-copying its options: a copy gets its own list of added terms (so adding to
+    a clone never changes the MODEL it came from) but shares the injection, whose weights ride along through
+    models(), and the wrapped patch, which nothing changes once wrapped."""
 
-    def __init__(self, injection, layer, inner=None):
+    def __init__(self, injection, layer, inner=None, added=()):
         self.injection = injection
         self.layer = layer
         self.inner = inner
+        self.added = list(added)
+
+    def add(self, callback, **kwargs):
+        self.added.append((callback, kwargs))
 
     def __call__(self, q, k, v, extra_options):
         k_image, v_image = self.injection.image_keys_values(self.layer, extra_options, q.shape[0], q.device, q.dtype)
         out = self._attend(q, *join_keys_values(k, v, k_image, v_image), extra_options)
         region = self.injection.region(extra_options, q.shape[1], q.shape[0], q.device, q.dtype)
-        if region is None:
-            return out
-        without = self._attend(q, *join_keys_values(k, v, torch.zeros_like(k_image), torch.zeros_like(v_image)), extra_options)
-        return blend_by_region(out, without, region)
+        if region is not None:
+            without = self._attend(q, *join_keys_values(k, v, torch.zeros_like(k_image), torch.zeros_like(v_image)), extra_options)
+            out = blend_by_region(out, without, region)
+        return self._with_added_terms(out, q, k, v, extra_options)
 
     def _attend(self, q, k, v, extra_options):
         if self.inner is not None:
             return self.inner(q, k, v, extra_options)
         return comfy.ldm.modules.attention.optimized_attention(
             q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options)
+
+    def _with_added_terms(self, out, q, k, v, extra_options):
+        if not self.added:
+            return out
+        sigmas = extra_options.get("sigmas")
+        sigma = sigmas.reshape(-1)[0].item() if sigmas is not None else math.inf  # the batch's first row, as IPAdapter_plus
+        for callback, kwargs in self.added:
+            if kwargs.get("sigma_end", -math.inf) <= sigma <= kwargs.get("sigma_start", math.inf):
+                out = out + callback(out, q, k, v, extra_options, **kwargs)
+        return out.to(q.dtype)
 
     def models(self):
         inner = self.inner.models() if hasattr(self.inner, "models") else []
@@ -190,7 +209,7 @@ class DEADiffAttentionPatch:
         return self
 
     def __deepcopy__(self, memo):
-        return self
+        return DEADiffAttentionPatch(self.injection, self.layer, self.inner, self.added)
 
 
 CONTEXT_FAMILIES = {1024: "an SD2.x-family model", 2048: "an SDXL-family model", 1280: "an SDXL refiner"}

@@ -1,5 +1,7 @@
 """DEADiff injection in ComfyUI's real SD1.5 UNet (full architecture, random weights) against a
 written-out implementation of docs/DESIGN.md, Injection, that replaces each attn2 forward directly."""
+import copy
+
 import pytest
 import torch
 
@@ -174,7 +176,7 @@ def test_input_model_is_never_mutated_and_clones_share_weights(comfy, unet, dead
     clone = patched.clone()
     a = patched.model_options["transformer_options"]["patches_replace"]["attn2"]
     b = clone.model_options["transformer_options"]["patches_replace"]["attn2"]
-    assert all(a[k] is b[k] for k in a)
+    assert all(a[k] is not b[k] and a[k].injection is b[k].injection for k in a)  # own patch, shared weights
     assert set(map(id, clone.model_patches_models())) == {id(deadiff.projections_patcher)}
     clone.model_patches_to(torch.device("cpu"))  # what ComfyUI calls before sampling
     clone.model_patches_to(torch.float16)
@@ -258,3 +260,28 @@ def test_a_style_only_adapter_gives_the_same_style_mode_and_refuses_content(comf
                        run(apply(unet, deadiff, tokens, mode="style"), inputs))
     with pytest.raises(ValueError, match="loaded with style only"):
         apply(unet, style_only, tokens, mode="content")
+
+
+def test_a_pack_that_adds_to_our_patch_adds_its_term_within_its_sigmas_and_only_on_its_clone(comfy, deadiff, tokens):
+    """IPAdapter_plus's protocol for a key that already holds a replace patch: patch.add(callback, **kwargs)."""
+    from deadiff_core.comfy_patch import DEADiffAttentionPatch, Injection, InjectionSettings
+    from deadiff_core.layers import SD15_LAYERS
+
+    patch = DEADiffAttentionPatch(Injection(deadiff, tokens, InjectionSettings()), SD15_LAYERS[0])
+    g = torch.Generator().manual_seed(17)
+    q, k, v = (torch.randn(2, 64, 320, generator=g) for _ in range(3))
+    options = {"n_heads": 8, "cond_or_uncond": [0, 1], "sigmas": torch.tensor([5.0, 5.0])}
+    alone = patch(q, k, v, options)
+    seen = []
+
+    def term(out, q, k, v, extra_options, scale, **kwargs):
+        seen.append((out, k.shape[1]))
+        return scale * q
+
+    later = copy.deepcopy({"attn2": {("input", 1): patch}})["attn2"][("input", 1)]  # what ModelPatcher.clone does
+    later.add(term, scale=0.5, sigma_start=6.0, sigma_end=4.0)
+    assert torch.equal(later(q, k, v, options), alone + 0.5 * q)
+    assert torch.equal(seen[0][0], alone) and seen[0][1] == 64  # it sees our output and the text keys
+    outside = dict(options, sigmas=torch.tensor([3.0, 3.0]))
+    assert torch.equal(later(q, k, v, outside), patch(q, k, v, outside))
+    assert patch.added == [] and torch.equal(patch(q, k, v, options), alone)  # the MODEL it came from is unchanged

@@ -41,6 +41,8 @@ def _patched_model(node, model, deadiff, tokens, start_at, end_at, content_token
 
 
 class DEADiffApply:
+    SEARCH_ALIASES = ["deadiff", "style transfer", "reference", "style reference", "image prompt", "apply style",
+                      "stylize"]
     DESCRIPTION = ("Conditions an SD1.x MODEL on a reference: style tokens go to the fine cross-attention layers, "
                    "content tokens to the coarse ones, joined to the text keys/values as in the DEADiff paper. "
                    "Defaults reproduce the official inference.")
@@ -58,6 +60,8 @@ class DEADiffApply:
 
 
 class DEADiffApplyAdvanced:
+    SEARCH_ALIASES = ["deadiff", "style transfer", "style reference", "regional style", "masked style",
+                      "layer weights", "style and content"]
     DESCRIPTION = ("DEADiff Apply with every control: separate style and content weights and references, "
                    "per-layer weights, how several references combine, and a mask limiting the reference to a region.")
     CATEGORY = "DEADiff"

@@ -3,6 +3,8 @@ from ..deadiff_core.images import check_reference_images
 
 
 class DEADiffEncode:
+    SEARCH_ALIASES = ["deadiff", "style reference", "reference image", "encode reference", "image prompt",
+                      "style encoder", "encode style"]
     DESCRIPTION = ("Reads reference images with CLIP ViT-L/14 and DEADiff's two Q-Formers: 16 style tokens and "
                    "16 content tokens per image. Each image of the batch becomes one reference.")
     CATEGORY = "DEADiff"

@@ -15,6 +15,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class DEADiffLoader:
+    SEARCH_ALIASES = ["deadiff", "load deadiff", "deadiff loader", "style adapter", "reference adapter",
+                      "load style model", "qformer"]
     DESCRIPTION = ("Loads DEADiff's two Q-Former encoders (style and content) and its per-layer image projections "
                    "from models/deadiff: the official deadiff_v1.ckpt or an adapter converted from it.")
     CATEGORY = "DEADiff"

@@ -8,6 +8,7 @@ SLOTS = 4
 
 
 class DEADiffMix:
+    SEARCH_ALIASES = ["deadiff", "style mixing", "mix styles", "blend styles", "combine references", "style blend"]
     DESCRIPTION = ("Style mixing as in the official demo: the ratio-weighted sum of the references' tokens "
                    "(ratios are normalised to sum to 1). A token set holding several images counts as their average.")
     CATEGORY = "DEADiff"

@@ -30,6 +30,7 @@ def _resolve(name):
 
 
 class DEADiffSaveTokens:
+    SEARCH_ALIASES = ["deadiff", "save style", "save reference", "export tokens", "cache reference"]
     DESCRIPTION = "Saves reference tokens to ComfyUI's output folder, so a later workflow can skip the encoder."
     CATEGORY = "DEADiff"
     RETURN_TYPES = ()
@@ -55,6 +56,7 @@ class DEADiffSaveTokens:
 
 
 class DEADiffLoadTokens:
+    SEARCH_ALIASES = ["deadiff", "load style", "saved reference", "reuse reference", "import tokens"]
     DESCRIPTION = ("Loads reference tokens saved by DEADiff Save Tokens, from ComfyUI's input folder or (marked "
                    "[output]) its output folder.")
     CATEGORY = "DEADiff"

@@ -86,3 +86,16 @@ def server(comfy, comfy_server):
     from graphs import install_models
 
     return install_models(comfy, comfy_server)
+
+
+@pytest.fixture(scope="module")
+def browser(comfy_server):
+    """One headless editor (tests/browser.py) on the session's server, per test module."""
+    from browser import Browser, chromium_missing_reason
+
+    reason = chromium_missing_reason()
+    if reason:
+        pytest.fail(reason)
+    with Browser() as browser:
+        browser.open(comfy_server.url)
+        yield browser

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import Browser, chromium_missing_reason
+from browser import Browser
 from comfy_server import PACK_FOLDER_NAME as PACK_FOLDER
 from conftest import REPO_ROOT
 from deadiff_core.layer_weights import PRESETS, format_weights, parse_layer_weights
@@ -51,16 +51,6 @@ def test_js_layer_table_equals_python_layer_table():
 
 
 # ---------------------------------------------------------------- in the editor
-
-@pytest.fixture(scope="module")
-def browser(comfy_server):
-    reason = chromium_missing_reason()
-    if reason:
-        pytest.fail(reason)
-    with Browser() as browser:
-        browser.open(comfy_server.url)
-        yield browser
-
 
 @pytest.fixture
 def graph(browser):

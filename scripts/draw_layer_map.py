@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Draws DEADiff's layer routing from deadiff_core/layers.py (the table the code uses), as the
-README's docs/layer_map.png and the registry icon web/icon.png.
+picture the README and the help pages show, web/docs/layer_map.png, and the registry icon web/icon.png.
 
-    python scripts/draw_layer_map.py [--out docs/layer_map.png] [--icon web/icon.png]
+    python scripts/draw_layer_map.py [--out web/docs/layer_map.png] [--icon web/icon.png]
 """
 import argparse
 import os
@@ -80,7 +80,7 @@ def draw_icon(path, size=128):
 def main(argv=None):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(root, "docs", "layer_map.png"))
+    parser.add_argument("--out", default=os.path.join(root, "web", "docs", "layer_map.png"))
     parser.add_argument("--icon", default=os.path.join(root, "web", "icon.png"))
     args = parser.parse_args(argv)
     draw_map(args.out)

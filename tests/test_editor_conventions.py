@@ -157,11 +157,6 @@ def test_every_node_has_a_help_page_naming_its_inputs_and_outputs(our_object_inf
     assert sorted(f[:-3] for f in os.listdir(DOCS) if f.endswith(".md")) == sorted(our_object_info)
 
 
-def test_the_help_pages_picture_is_the_readmes():
-    with open(os.path.join(DOCS, "layer_map.png"), "rb") as a, open(os.path.join(REPO_ROOT, "docs", "layer_map.png"), "rb") as b:
-        assert a.read() == b.read(), "scripts/draw_layer_map.py redrew docs/layer_map.png: copy it to web/docs/"
-
-
 def test_the_server_serves_help_pages_where_the_editor_looks(comfy_server, our_object_info):
     # the frontend's NodeHelpService: /extensions/<pack>/docs/<node>/<locale>.md, then /extensions/<pack>/docs/<node>.md
     base = f"{comfy_server.url}/extensions/{PACK_FOLDER_NAME}/docs"

@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Writes workflows/*.json, the UI-format workflows users drag into ComfyUI, from the short
+"""Writes example_workflows/*.json, the UI-format workflows users drag into ComfyUI (and that ComfyUI's
+server lists in the editor's template browser, from the pack's example_workflows/ folder), from the short
 descriptions below and the node definitions a running ComfyUI server reports (/object_info), so
 socket and widget order always match the nodes. Standard library only.
 
-    python scripts/build_workflows.py --url http://127.0.0.1:8188 [--out workflows]
+    python scripts/build_workflows.py --url http://127.0.0.1:8188 [--out example_workflows]
+
+Each loader node names the file it loads in properties.models ({name, url, directory}, from MODEL_FILES),
+which the editor reads to offer the download when the file is missing. The thumbnails next to the files
+(<name>.jpg) are rendered from the editor by scripts/render_thumbnails.py.
 
 The committed files are built on the reference runtime, REFERENCE_COMFYUI (the default one that
 ./scripts/setup.sh installs). Other runtimes' definitions differ in details (0.33's Save Image has an
@@ -22,6 +27,16 @@ LORA = "add_detail.safetensors"
 CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 STYLE_IMAGE, CONTENT_IMAGE, SECOND_STYLE_IMAGE = "deadiff_style.png", "deadiff_content.png", "deadiff_style_2.png"
 SAVED_TOKENS = "deadiff/tokens_00001_.safetensors [output]"
+# where each model file comes from: {file name as the loader widget holds it: (models subfolder, direct download
+# URL)}, written into the loader nodes' properties.models. The DEADiff file is the official release (the official
+# repository's README: "Download the pretrained model from Hugging Face (qth/DEADiff)"); the LoRA is the Detail
+# Tweaker LoRA on Civitai, whose download is named add_detail.safetensors.
+MODEL_FILES = {
+    SD15: ("checkpoints", f"https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/{SD15}"),
+    DEADIFF: ("deadiff", f"https://huggingface.co/qth/DEADiff/resolve/main/{DEADIFF}"),
+    LORA: ("loras", "https://civitai.com/api/download/models/62833"),
+    CONTROLNET: ("controlnet", f"https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/{CONTROLNET}"),
+}
 # official inference (docs/DESIGN.md, Inference defaults)
 NEGATIVE = ("over-exposure, under-exposure, saturated, duplicate, out of frame, lowres, cropped, worst quality, low "
             "quality, jpeg artifacts, morbid, mutilated, out of frame, ugly, bad anatomy, bad proportions, deformed, "
@@ -185,11 +200,16 @@ def ui_workflow(note, nodes, object_info):
         y = heights.get(column, 300)
         heights[column] = y + height + 40
         x = 40 + sum(column_widths.get(c, 340) + 40 for c in range(column))
+        properties = {"Node name for S&R": node.class_type}
+        models = [{"name": value, "url": MODEL_FILES[value][1], "directory": MODEL_FILES[value][0]}
+                  for value in widgets if isinstance(value, str) and value in MODEL_FILES]
+        if models:
+            properties["models"] = models
         ui_nodes.append({"id": ids[node.key], "type": node.class_type, "pos": [x, y],
                          "size": [width, height], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
                          "outputs": [{"name": name, "type": kind, "slot_index": slot, "links": []}
                                      for slot, (name, kind) in enumerate(zip(info["output_name"], info["output"]))],
-                         "properties": {"Node name for S&R": node.class_type}, "widgets_values": widgets})
+                         "properties": properties, "widgets_values": widgets})
     # a node's outputs can feed nodes listed after it: fill them once every link exists
     for ui_node in ui_nodes:
         for slot, output in enumerate(ui_node["outputs"]):
@@ -259,7 +279,7 @@ def _link_problems(workflow):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8188")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_workflows"))
     args = parser.parse_args(argv)
     with urllib.request.urlopen(f"{args.url.rstrip('/')}/object_info", timeout=60) as response:
         object_info = json.load(response)

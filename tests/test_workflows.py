@@ -1,4 +1,4 @@
-"""The shared workflows (workflows/*.json) as users get them: generated from the current node
+"""The shared workflows (example_workflows/*.json) as users get them: generated from the current node
 definitions, loaded in the real editor with nothing missing, converted to an API prompt there,
 and executed by the real server with random-weight files standing in under the real names.
 
@@ -23,7 +23,7 @@ from sd15 import sd15_controlnet_file, sd15_lora_file
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 import build_workflows  # noqa: E402
 
-WORKFLOWS = sorted(glob.glob(os.path.join(REPO_ROOT, "workflows", "*.json")))
+WORKFLOWS = sorted(glob.glob(os.path.join(REPO_ROOT, "example_workflows", "*.json")))
 # save before reuse: deadiff_reuse_tokens loads what deadiff_save_tokens wrote
 ORDER = sorted(WORKFLOWS, key=lambda path: "reuse" in path)
 SMALL = {"EmptyLatentImage": {"width": 128, "height": 128}, "KSampler": {"steps": 2}}
@@ -72,7 +72,7 @@ def test_committed_workflows_match_the_node_definitions(server):
 
 def test_the_fit_check_finds_what_does_not_fit(server):
     object_info = server.get("/object_info")
-    with open(os.path.join(REPO_ROOT, "workflows", "deadiff_style_transfer.json")) as f:
+    with open(os.path.join(REPO_ROOT, "example_workflows", "deadiff_style_transfer.json")) as f:
         committed = json.load(f)
     faults = {
         "no such node type": lambda workflow, nodes: nodes["DEADiffLoader"].update(type="DEADiffLoaderV9"),
@@ -95,7 +95,7 @@ def test_the_issue_s_seven_workflows_exist():
     assert {"deadiff_style_transfer.json", "deadiff_content_mode.json", "deadiff_style_and_content.json",
             "deadiff_style_mixing.json", "deadiff_lora_controlnet.json", "deadiff_regional_mask.json",
             "deadiff_save_tokens.json", "deadiff_reuse_tokens.json"} <= kinds
-    with open(os.path.join(REPO_ROOT, "workflows", "deadiff_style_transfer.json")) as f:
+    with open(os.path.join(REPO_ROOT, "example_workflows", "deadiff_style_transfer.json")) as f:
         sampler = next(n for n in json.load(f)["nodes"] if n["type"] == "KSampler")
     assert sampler["widgets_values"][2:6] == [50, 8.0, "ddim", "ddim_uniform"]  # the official inference
 

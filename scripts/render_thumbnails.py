@@ -9,7 +9,9 @@ example_workflows/<name>.jpg, the name the editor's template browser asks the se
 
 The committed thumbnails are rendered on the reference runtime (build_workflows.REFERENCE_COMFYUI, frontend
 1.32): square, SIZE px (the template browser shows square cards; ComfyUI's own templates are 350-400 px),
-JPEG quality QUALITY (a few tens of KB each).
+JPEG quality QUALITY (about 10 KB each), on a server with no model or input files (the graph as a user
+first sees it; Load Image would otherwise show a preview), as tests/test_example_workflows.py renders them
+again to compare.
 """
 import argparse
 import glob

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 import comfy.ldm.modules.attention
+from comfy.patcher_extension import CallbacksMP
 import torch
 import torch.nn.functional as F
 
@@ -161,9 +162,9 @@ class DEADiffAttentionPatch:
     - one set after joins through `add()`, the protocol IPAdapter_plus uses when a key already holds a replace
       patch: `callback(out, q, k, v, extra_options, **kwargs)` returns a term added to this layer's output,
       while kwargs' sigma_end <= sigma <= sigma_start when it names them.
-    ComfyUI clones a MODEL by deep-copying its options: a copy gets its own list of added terms (so adding to
-    a clone never changes the MODEL it came from) but shares the injection, whose weights ride along through
-    models(), and the wrapped patch, which nothing changes once wrapped."""
+    A clone of the MODEL gets its own copies (own_patches_on_clone), so adding to a clone never changes the
+    MODEL it came from; copies share the injection, whose weights ride along through models(), and the wrapped
+    patch, which nothing changes once wrapped."""
 
     def __init__(self, injection, layer, inner=None, added=()):
         self.injection = injection
@@ -208,8 +209,20 @@ class DEADiffAttentionPatch:
             self.inner = self.inner.to(device_or_dtype)
         return self
 
-    def __deepcopy__(self, memo):
+    def copy(self):
         return DEADiffAttentionPatch(self.injection, self.layer, self.inner, self.added)
+
+    def __deepcopy__(self, memo):
+        return self  # ComfyUI 0.3.75 deep-copies a MODEL's options on clone: never its weights; see copy()
+
+
+def own_patches_on_clone(original, clone):
+    """ModelPatcher ON_CLONE callback. ComfyUI 0.33 copies only the dicts and lists of a MODEL's options on
+    clone, sharing the patch objects, and IPAdapter_plus adds its term to the patch it finds on its clone."""
+    attn2 = clone.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+    for key, patch in attn2.items():
+        if isinstance(patch, DEADiffAttentionPatch):
+            attn2[key] = patch.copy()
 
 
 CONTEXT_FAMILIES = {1024: "an SD2.x-family model", 2048: "an SDXL-family model", 1280: "an SDXL refiner"}
@@ -251,6 +264,8 @@ def install_patches(model, injection):
     for layer in SD15_LAYERS:
         patch = DEADiffAttentionPatch(injection, layer, inner=existing.get(layer.patch_key))
         patched.set_model_attn2_replace(patch, *layer.patch_key)
+    if not patched.get_callbacks(CallbacksMP.ON_CLONE, "deadiff"):
+        patched.add_callback_with_key(CallbacksMP.ON_CLONE, "deadiff", own_patches_on_clone)
     return patched
 
 

@@ -4,7 +4,7 @@ extensions, widgets, UI-format workflows and their conversion to API prompts.
 
     with Browser() as browser:                     # several may be open at once
         browser.open(server.url)                   # e.g. the session's comfy_server fixture
-        browser.load_workflow(f"{REPO_ROOT}/workflows/some.json")  # UI format: a path or a dict
+        browser.load_workflow(f"{REPO_ROOT}/example_workflows/some.json")  # UI format: a path or a dict
         assert browser.toasts() == []              # the editor's schema/link checks had nothing to say
         prompt = browser.graph_to_prompt()         # what Run would queue: {id: {class_type, inputs}}
         assert browser.extension_errors("ComfyUI-DEADiff", ["DEADiff.UI"]) == []

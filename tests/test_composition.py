@@ -7,7 +7,7 @@ import pytest
 
 from comfy_server import PACK_FOLDER_NAME, ComfyServer
 from conftest import COMFYUI_PATH, REPO_ROOT
-from graphs import REFERENCE, graph, run_ok, saved_image
+from graphs import REFERENCE, graph, run_ok, saved_image, write_reference
 from images import save_reference
 from peers import CLIP_VISION_H_FILE, IPADAPTER_FILE, clip_vision_h_file, extract_ipadapter, ipadapter_sd15_file
 
@@ -68,7 +68,7 @@ def ipadapter_server(comfy, server, tmp_path_factory):
         os.makedirs(os.path.join(base, folder))
     for folder in ("checkpoints", "deadiff"):
         os.symlink(os.path.join(server.base_dir, "models", folder), os.path.join(base, "models", folder))
-    os.symlink(server.input_path(REFERENCE), os.path.join(base, "input", REFERENCE))
+    write_reference(os.path.join(base, "input", REFERENCE))  # a copy: ComfyUI 0.33 refuses links out of input/
     save_reference(os.path.join(base, "input", "ipadapter_reference.jpeg"), "style_03")
     ipadapter_sd15_file(os.path.join(base, "models", "ipadapter", IPADAPTER_FILE), seed=51)
     clip_vision_h_file(os.path.join(base, "models", "clip_vision", CLIP_VISION_H_FILE), seed=52)

@@ -1,7 +1,5 @@
 """DEADiff injection in ComfyUI's real SD1.5 UNet (full architecture, random weights) against a
 written-out implementation of docs/DESIGN.md, Injection, that replaces each attn2 forward directly."""
-import copy
-
 import pytest
 import torch
 
@@ -262,12 +260,10 @@ def test_a_style_only_adapter_gives_the_same_style_mode_and_refuses_content(comf
         apply(unet, style_only, tokens, mode="content")
 
 
-def test_a_pack_that_adds_to_our_patch_adds_its_term_within_its_sigmas_and_only_on_its_clone(comfy, deadiff, tokens):
+def test_a_pack_that_adds_to_our_patch_adds_its_term_within_its_sigmas_and_only_on_its_clone(comfy, unet, deadiff, tokens):
     """IPAdapter_plus's protocol for a key that already holds a replace patch: patch.add(callback, **kwargs)."""
-    from deadiff_core.comfy_patch import DEADiffAttentionPatch, Injection, InjectionSettings
-    from deadiff_core.layers import SD15_LAYERS
-
-    patch = DEADiffAttentionPatch(Injection(deadiff, tokens, InjectionSettings()), SD15_LAYERS[0])
+    patched = apply(unet, deadiff, tokens)
+    patch = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1)]
     g = torch.Generator().manual_seed(17)
     q, k, v = (torch.randn(2, 64, 320, generator=g) for _ in range(3))
     options = {"n_heads": 8, "cond_or_uncond": [0, 1], "sigmas": torch.tensor([5.0, 5.0])}
@@ -278,7 +274,7 @@ def test_a_pack_that_adds_to_our_patch_adds_its_term_within_its_sigmas_and_only_
         seen.append((out, k.shape[1]))
         return scale * q
 
-    later = copy.deepcopy({"attn2": {("input", 1): patch}})["attn2"][("input", 1)]  # what ModelPatcher.clone does
+    later = patched.clone().model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1)]
     later.add(term, scale=0.5, sigma_start=6.0, sigma_end=4.0)
     assert torch.equal(later(q, k, v, options), alone + 0.5 * q)
     assert torch.equal(seen[0][0], alone) and seen[0][1] == 64  # it sees our output and the text keys

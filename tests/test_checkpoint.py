@@ -1,17 +1,17 @@
 """Loading real file formats (official zip-pickle, legacy pickle, adapter safetensors) and every
 kind of bad input: each must give a CheckpointError naming the file and the problem. Loading
 keeps only the copy resident, not the mmap-ed file's pages."""
-import builtins
+import contextlib
 import os
-import pickle
 import sys
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+import hostile_pickles
 from conftest import REPO_ROOT
-from deadiff_core.checkpoint import CheckpointError, load_adapter
+from deadiff_core.checkpoint import CheckpointError, _unsafe_globals, load_adapter
 from deadiff_core.convert import convert
 from deadiff_core.file_pages import FilePages
 from deadiff_core.layers import layers_of
@@ -157,28 +157,43 @@ def test_different_vision_copies_are_refused(tmp_path, tiny_state_dict):
     assert load_adapter(path, with_vision=False).vision_state_dict is None
 
 
-class RunsCode:
-    """Unpickling this calls exec(): what a malicious 'checkpoint' does."""
+HOSTILE = {  # form -> (file name, builder); each builder returns the global its file's pickle calls
+    "os.system by torch.save (zip)": ("evil.ckpt", hostile_pickles.os_system_zip),
+    "os.system by name (hand-written pickle)": ("evil.pt", hostile_pickles.os_system_by_name),
+    "builtins.eval (zip)": ("evil.ckpt", hostile_pickles.eval_zip),
+    "builtins.eval (legacy torch.save .pt)": ("evil.pt", hostile_pickles.eval_legacy),
+    "builtins.exec (zip, pickle protocol 4)": ("evil.ckpt", hostile_pickles.exec_protocol_4_zip),
+    "builtins.exec (plain pickle, protocol 5)": ("evil.pt", hostile_pickles.exec_plain_pickle),
+    "numpy array (zip)": ("with_numpy.ckpt", hostile_pickles.numpy_array_zip),
+}
 
-    def __init__(self, marker):
-        self.marker = marker
 
-    def __reduce__(self):
-        return builtins.exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
-
-
-def test_pickle_that_carries_code_is_refused(tmp_path, tiny_state_dict):
-    marker = tmp_path / "pwned"
-    zipped = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {**tiny_state_dict, "payload": RunsCode(marker)}}, zipped)
-    expect_error(zipped, "refused", "exec", "could run code")
-    raw = tmp_path / "evil.pt"
-    raw.write_bytes(pickle.dumps({"state_dict": RunsCode(marker)}))
-    expect_error(raw, "cannot be read")
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on protocols 3+, which these files use
+@pytest.mark.parametrize("form", HOSTILE)
+def test_pickle_that_carries_code_is_named_and_not_run(tmp_path, form):
+    name, make = HOSTILE[form]
+    marker, path = tmp_path / "pwned", tmp_path / name
+    called = make(path, marker)
+    message = expect_error(path, "refused: the file's pickle calls", called, "could run code", "NOT loaded")
+    assert "Download it again" not in message  # a warning, not a broken download
     assert not marker.exists()
-    # the payload is real: an unsafe load would have run it
-    torch.load(zipped, weights_only=False)
-    assert marker.read_text() == "pwned"
+    if make in hostile_pickles.RUNS_CODE:  # the payload is real: an unsafe load would have run it
+        with contextlib.suppress(Exception):  # a plain pickle runs and is then refused as not torch's format
+            torch.load(path, weights_only=False)
+        assert marker.exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on protocols 3+, which these files use
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("zipped", [True, False])
+def test_safe_file_of_any_pickle_protocol_is_not_called_code(tmp_path, tiny_state_dict, zipped, protocol):
+    """Its globals are torch's own (tensor rebuilding): a load that fails for another reason is no refusal."""
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": tiny_state_dict}, path, pickle_protocol=protocol, _use_new_zipfile_serialization=zipped)
+    assert _unsafe_globals(path) == []
+    path.write_bytes(path.read_bytes()[:-100])
+    message = expect_error(path, "cannot be read")
+    assert "refused" not in message
 
 
 def test_loading_one_branch_of_a_full_file(tiny_ckpt):

@@ -1,6 +1,8 @@
 """Bad input through a real ComfyUI server: a node error that says what is wrong and what to do,
 and the server keeps serving the next good prompt."""
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+import hostile_pickles
 from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
 from graphs import graph, run_ok, saved_image
 from sd15 import sdxl_shaped_unet_file
@@ -81,6 +84,20 @@ def corrupt_tokens_file(server):
     return prompt
 
 
+def marker(server):
+    return os.path.join(server.base_dir, "pwned")  # what the hostile files' payloads would create
+
+
+def hostile_file(name, make):
+    """A model file whose pickle carries code (tests/hostile_pickles.py), chosen in DEADiff Loader."""
+    def build(server):
+        make(Path(server.model_path("deadiff", name)), marker(server))
+        prompt = graph()
+        prompt["5"]["inputs"]["deadiff_name"] = name
+        return prompt
+    return build
+
+
 def weight(value):
     def build(server):
         prompt = graph()
@@ -99,6 +116,10 @@ CASES = {
     "NaN weight": (weight(math.nan), ["DEADiff Apply", "weight must be a finite number"]),
     "tokens file from elsewhere": (tokens_from_elsewhere, ["not a DEADiff tokens file", "DEADiff Save Tokens"]),
     "corrupt tokens file": (corrupt_tokens_file, ["broken_tokens.safetensors", "not a readable safetensors file"]),
+    "os.system .ckpt": (hostile_file("evil_system.ckpt", hostile_pickles.os_system_zip),
+                        ["DEADiff Loader", "evil_system.ckpt", f"pickle calls {os.system.__module__}.system", "NOT loaded"]),
+    "legacy .pt calling eval": (hostile_file("evil_legacy.pt", hostile_pickles.eval_legacy),
+                                ["DEADiff Loader", "evil_legacy.pt", "pickle calls builtins.eval", "NOT loaded"]),
 }
 
 
@@ -115,6 +136,7 @@ def assert_refused_and_still_serving(server, prompt, expected):
 def test_bad_input_gives_a_clear_node_error_and_the_server_keeps_serving(server, case):
     build, expected = CASES[case]
     assert_refused_and_still_serving(server, build(server), expected)
+    assert not os.path.exists(marker(server))  # no file's code ran in the server
 
 
 def test_sixteen_bit_greyscale_png_is_refused_where_load_image_whitens_it(server):

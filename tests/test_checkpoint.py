@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 import hostile_pickles
 from conftest import REPO_ROOT
-from deadiff_core.checkpoint import CheckpointError, _unsafe_globals, load_adapter
+from deadiff_core.checkpoint import CheckpointError, load_adapter
+from deadiff_core.pickle_globals import unsafe_globals
 from deadiff_core.convert import convert
 from deadiff_core.file_pages import FilePages
 from deadiff_core.layers import layers_of
@@ -190,7 +191,7 @@ def test_safe_file_of_any_pickle_protocol_is_not_called_code(tmp_path, tiny_stat
     """Its globals are torch's own (tensor rebuilding): a load that fails for another reason is no refusal."""
     path = tmp_path / "weights.pt"
     torch.save({"state_dict": tiny_state_dict}, path, pickle_protocol=protocol, _use_new_zipfile_serialization=zipped)
-    assert _unsafe_globals(path) == []
+    assert unsafe_globals(path) == []
     path.write_bytes(path.read_bytes()[:-100])
     message = expect_error(path, "cannot be read")
     assert "refused" not in message

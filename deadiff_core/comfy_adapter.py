@@ -22,12 +22,23 @@ class ComfyDEADiff:
         self.encoder_patcher = core_model_patcher(adapter.encoder, mm.text_encoder_device(), mm.text_encoder_offload_device())
         self.projections_patcher = core_model_patcher(adapter.projections, mm.get_torch_device(), mm.unet_offload_device())
 
-    def encode(self, image, clip_vision):
-        """IMAGE [N, H, W, C] -> ReferenceTokens with one row per image, on the intermediate device."""
-        hidden = vision_hidden_states(clip_vision, image)
-        mm.load_model_gpu(self.encoder_patcher)
-        device = self.encoder_patcher.load_device
-        with torch.no_grad():
-            tokens = self.adapter.encoder(hidden.to(device=device, dtype=torch.float32))
+    def encode(self, image, clip_vision, progress=None):
+        """IMAGE [N, H, W, C] -> ReferenceTokens with one row per image, on the intermediate device.
+
+        One reference at a time through the vision model and both Q-Formers, with `progress(done, total)` called
+        after each: a batch's tokens are exactly those of its references encoded alone (no computation mixes
+        the rows of a batch; per row, batched and single matmuls may round differently, so batching would
+        make a reference's tokens depend on its batch)."""
+        total = image.shape[0]
+        rows = []
+        for index in range(total):
+            hidden = vision_hidden_states(clip_vision, image[index:index + 1])
+            mm.load_model_gpu(self.encoder_patcher)
+            device = self.encoder_patcher.load_device
+            with torch.no_grad():
+                rows.append(self.adapter.encoder(hidden.to(device=device, dtype=torch.float32)))
+            if progress is not None:
+                progress(index + 1, total)
         out = mm.intermediate_device()
-        return ReferenceTokens(**{branch: t.to(out, torch.float32) for branch, t in tokens.items()})
+        return ReferenceTokens(**{branch: torch.cat([row[branch] for row in rows]).to(out, torch.float32)
+                                  for branch in rows[0]})

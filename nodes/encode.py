@@ -1,4 +1,6 @@
 """DEADiffEncode: reference images -> DEADIFF_TOKENS (style and content tokens per image)."""
+import comfy.utils
+
 from ..deadiff_core.images import check_reference_images
 
 
@@ -39,7 +41,8 @@ class DEADiffEncode:
             raise ValueError("DEADiff Encode: this DEADiff file has no vision tower of its own (converted without "
                              "--with-vision). Connect Load CLIP Vision with CLIP ViT-L/14 (e.g. clip_vision_l / "
                              "CLIP-ViT-L-14.safetensors) to the clip_vision input.")
-        tokens = deadiff.encode(image, clip_vision)
+        bar = comfy.utils.ProgressBar(image.shape[0])  # the editor's progress bar, a step per reference
+        tokens = deadiff.encode(image, clip_vision, progress=lambda done, total: bar.update_absolute(done, total))
         return {"ui": {"deadiff_info": [_describe(tokens, embedded_vision)]}, "result": (tokens,)}
 
 

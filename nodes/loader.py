@@ -28,7 +28,7 @@ class DEADiffLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "deadiff_name": (folder_paths.get_filename_list(model_folder.FOLDER), {
+                "deadiff_name": (model_folder.available(), {
                     "tooltip": "A file in models/deadiff: deadiff_v1.ckpt (7.43 GB, from the qth/DEADiff "
                                "Hugging Face repo) or a .safetensors made by `python -m deadiff_core.convert`."}),
             },
@@ -44,7 +44,17 @@ class DEADiffLoader:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, deadiff_name=None):
+        # Replaces ComfyUI's "Value not in list" for deadiff_name, so that a name the list leaves out (a link
+        # that leads nowhere) is explained; None when the name comes from a link, checked again in load().
+        problem = None if deadiff_name is None else model_folder.problem(deadiff_name)
+        return True if problem is None else problem
+
     def load(self, deadiff_name, dtype="auto", branches="both"):
+        problem = model_folder.problem(deadiff_name)
+        if problem is not None:
+            raise ValueError(f"DEADiff Loader: {problem}")
         path = folder_paths.get_full_path_or_raise(model_folder.FOLDER, deadiff_name)
         if dtype == "auto":
             weight_dtype = comfy.model_management.text_encoder_dtype(comfy.model_management.text_encoder_device())

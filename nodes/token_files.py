@@ -5,9 +5,11 @@ import os
 import folder_paths
 
 from ..deadiff_core.token_io import load_tokens, save_tokens
+from .save_path import UnwritablePrefix, save_path, write_error
 
 EXTENSION = ".safetensors"
 OUTPUT = " [output]"
+SAVE_NODE = "DEADiff Save Tokens"
 
 
 def _token_files(base_dir):
@@ -46,10 +48,18 @@ class DEADiffSaveTokens:
         }}
 
     def save(self, tokens, filename_prefix):
-        output_dir = folder_paths.get_output_directory()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir)
-        filename = f"{name}_{counter:05}_{EXTENSION}"
-        save_tokens(os.path.join(folder, filename), tokens)
+        try:
+            folder, filename, subfolder = save_path(filename_prefix, EXTENSION, SAVE_NODE)
+        except UnwritablePrefix as e:
+            raise ValueError(str(e)) from None
+        path = os.path.join(folder, filename)
+        try:
+            save_tokens(path, tokens)
+        except Exception as e:  # the OS refused after all: OSError, or safetensors' error wrapping one
+            message = write_error(SAVE_NODE, path, e)
+            if message is None:
+                raise
+            raise ValueError(message) from None
         saved = os.path.join(subfolder, filename).replace(os.sep, "/")
         return {"ui": {"deadiff_tokens": [{"filename": filename, "subfolder": subfolder, "type": "output",
                                            "load_as": saved + OUTPUT}]}}

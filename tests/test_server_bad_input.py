@@ -180,3 +180,62 @@ def test_token_files_stay_inside_comfyuis_folders(server, node, inputs):
     entry, error = server.run(prompt)
     assert error is not None and ("Value not in list" in error or "outside the output folder" in error), error
     assert not os.path.exists(os.path.join(os.path.dirname(server.base_dir), "outside"))
+
+
+def deadiff_names(server):
+    return server.get("/object_info/DEADiffLoader")["DEADiffLoader"]["input"]["required"]["deadiff_name"][0]
+
+
+@pytest.mark.parametrize("links,expected", [
+    ({"moved_away.ckpt": "{base}/nowhere/deadiff_v1.ckpt"},
+     ["models/deadiff/moved_away.ckpt is a link to {base}/nowhere/deadiff_v1.ckpt, which does not exist", "ln -sfn"]),
+    ({"looping.ckpt": "looping.ckpt"}, ["models/deadiff/looping.ckpt is a link that loops", "delete it"]),
+    ({"ping.ckpt": "pong.ckpt", "pong.ckpt": "ping.ckpt"},
+     ["models/deadiff/ping.ckpt is a link that loops", "/models/deadiff/pong.ckpt -> ", "delete it"]),
+], ids=["dangling", "looping", "loop of two"])
+def test_a_broken_link_in_models_deadiff_is_not_offered_and_is_explained(server, links, expected):
+    """A link that leads nowhere is not in Load DEADiff Model's list; a workflow that still names it is told
+    what the link is and what to do (instead of ComfyUI's bare "Value not in list")."""
+    import os
+
+    from graphs import DEADIFF
+
+    for name, target in links.items():
+        os.symlink(target.format(base=server.base_dir), server.model_path("deadiff", name))
+    try:
+        names = deadiff_names(server)
+        assert DEADIFF in names and not set(links) & set(names), names
+        prompt = graph()
+        prompt["5"]["inputs"]["deadiff_name"] = next(iter(links))
+        assert_refused_and_still_serving(server, prompt, [text.format(base=server.base_dir) for text in expected])
+    finally:
+        for name in links:
+            os.remove(server.model_path("deadiff", name))
+
+
+def test_a_name_models_deadiff_lacks_is_still_refused(server):
+    prompt = graph()
+    prompt["5"]["inputs"]["deadiff_name"] = "never_there.ckpt"
+    assert_refused_and_still_serving(server, prompt, ["models/deadiff has no checkpoint 'never_there.ckpt'", "refresh"])
+
+
+def token_files(server):
+    import os
+
+    return {os.path.join(root, name) for root, _, names in os.walk(server.base_dir) for name in names
+            if name.endswith(".safetensors") and "models" not in root}
+
+
+@pytest.mark.parametrize("prefix,expected", [
+    ("deadiff/tok\x00ens", ["tok\\x00ens_NNNNN_.safetensors'", "it contains a NUL byte"]),
+    ("../escaped/tokens", ["escaped/tokens_NNNNN_.safetensors'", "it is outside the output folder"]),
+], ids=["NUL byte", "parent folder"])
+def test_save_tokens_refuses_a_prefix_it_cannot_write(server, prefix, expected):
+    import os
+
+    before = token_files(server)
+    prompt = graph()
+    prompt["20"] = {"class_type": "DEADiffSaveTokens", "inputs": {"tokens": ["7", 0], "filename_prefix": prefix}}
+    assert_refused_and_still_serving(server, prompt, ["DEADiff Save Tokens: cannot write '", *expected,
+                                                      "; choose another filename_prefix"])
+    assert token_files(server) == before and not os.path.exists(os.path.join(server.base_dir, "escaped"))

@@ -7,6 +7,7 @@ import torch
 
 from .comfy_patcher import core_model_patcher
 from .comfy_vision import EmbeddedClipVision, vision_hidden_states
+from .token_bounds import token_bound
 from .tokens import ReferenceTokens
 
 
@@ -21,6 +22,13 @@ class ComfyDEADiff:
         # Q-Formers run beside the text encoders; the i_to_k/v projections ride along with the UNet.
         self.encoder_patcher = core_model_patcher(adapter.encoder, mm.text_encoder_device(), mm.text_encoder_offload_device())
         self.projections_patcher = core_model_patcher(adapter.projections, mm.get_torch_device(), mm.unet_offload_device())
+        self._token_bounds = {}
+
+    def token_bound(self, branch):
+        """The per-channel bound on this model's `branch` tokens (token_bounds.token_bound), computed once."""
+        if branch not in self._token_bounds:
+            self._token_bounds[branch] = token_bound(self.adapter.encoder.branches[branch])
+        return self._token_bounds[branch]
 
     def encode(self, image, clip_vision, progress=None):
         """IMAGE [N, H, W, C] -> ReferenceTokens with one row per image, on the intermediate device.

@@ -16,12 +16,14 @@ import math
 from dataclasses import dataclass, field
 
 import comfy.ldm.modules.attention
-from comfy.patcher_extension import CallbacksMP
+from comfy.patcher_extension import CallbacksMP, WrappersMP
 import torch
 import torch.nn.functional as F
 
 from .attention import MODES, blend_by_region, image_keys_values, join_keys_values, rows_with_image
+from .finite_check import FiniteWatch
 from .layers import SD15_LAYERS
+from .token_bounds import check_magnitudes
 
 UNCOND = 1  # ComfyUI's cond_or_uncond flag of the negative pass
 
@@ -69,6 +71,15 @@ def checked_mask(mask):
     return mask
 
 
+def _check_fits(tokens, branch, deadiff):
+    """The tokens could have come from this DEADiff model: its width, token count and magnitudes."""
+    width, queries = deadiff.info.qformer.hidden_size, deadiff.info.qformer.num_query_tokens
+    if tokens.shape[-1] != width or tokens.shape[1] != queries:
+        raise ValueError(f"{branch} tokens are {tokens.shape[1]} per reference, {tokens.shape[-1]} wide; this DEADiff "
+                         f"model makes {queries}, {width} wide: encode the reference with the same DEADiff model")
+    check_magnitudes(tokens, deadiff.token_bound(branch), branch)
+
+
 class Injection:
     """State shared by the 16 layer patches of one DEADiff Apply: which tokens each layer reads, with
     what weight, when, where; image keys/values computed once per device and dtype."""
@@ -90,9 +101,7 @@ class Injection:
             if sources[branch][branch] is None:
                 raise ValueError(f"mode {settings.mode!r} needs {branch} tokens, but the {branch} reference only has "
                                  f"{' and '.join(sources[branch].branches)}; pick a mode it has or a full DEADiff model")
-            if sources[branch][branch].shape[-1] != width:
-                raise ValueError(f"{branch} tokens are {sources[branch][branch].shape[-1]} wide; this DEADiff model "
-                                 f"takes {width}: encode the reference with the same DEADiff model")
+            _check_fits(sources[branch][branch], branch, deadiff)
         self.layer_tokens = {}
         for layer in SD15_LAYERS:
             use = layer.branch in active
@@ -166,11 +175,12 @@ class DEADiffAttentionPatch:
     MODEL it came from; copies share the injection, whose weights ride along through models(), and the wrapped
     patch, which nothing changes once wrapped."""
 
-    def __init__(self, injection, layer, inner=None, added=()):
+    def __init__(self, injection, layer, inner=None, added=(), watch=None):
         self.injection = injection
         self.layer = layer
         self.inner = inner
         self.added = list(added)
+        self.watch = watch
 
     def add(self, callback, **kwargs):
         self.added.append((callback, kwargs))
@@ -182,6 +192,8 @@ class DEADiffAttentionPatch:
         if region is not None:
             without = self._attend(q, *join_keys_values(k, v, torch.zeros_like(k_image), torch.zeros_like(v_image)), extra_options)
             out = blend_by_region(out, without, region)
+        if self.watch is not None:
+            self.watch.note(self.layer.index, out)
         return self._with_added_terms(out, q, k, v, extra_options)
 
     def _attend(self, q, k, v, extra_options):
@@ -210,7 +222,7 @@ class DEADiffAttentionPatch:
         return self
 
     def copy(self):
-        return DEADiffAttentionPatch(self.injection, self.layer, self.inner, self.added)
+        return DEADiffAttentionPatch(self.injection, self.layer, self.inner, self.added, self.watch)
 
     def __deepcopy__(self, memo):
         return self  # ComfyUI 0.3.75 deep-copies a MODEL's options on clone: never its weights; see copy()
@@ -261,9 +273,11 @@ def install_patches(model, injection):
     """A clone of `model` whose 16 cross-attention layers read image keys/values from `injection`."""
     patched = model.clone()
     existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+    watch = FiniteWatch(len(SD15_LAYERS))
     for layer in SD15_LAYERS:
-        patch = DEADiffAttentionPatch(injection, layer, inner=existing.get(layer.patch_key))
+        patch = DEADiffAttentionPatch(injection, layer, inner=existing.get(layer.patch_key), watch=watch)
         patched.set_model_attn2_replace(patch, *layer.patch_key)
+    patched.add_wrapper_with_key(WrappersMP.APPLY_MODEL, "deadiff", watch.apply_model_wrapper)
     if not patched.get_callbacks(CallbacksMP.ON_CLONE, "deadiff"):
         patched.add_callback_with_key(CallbacksMP.ON_CLONE, "deadiff", own_patches_on_clone)
     return patched

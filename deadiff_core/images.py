@@ -2,6 +2,8 @@
 [N, H, W, 3] with values in 0..1."""
 import torch
 
+from .token_bounds import MAX_REFERENCES
+
 MIN_SIDE = 32  # CLIP resizes to 224 px; below this there is no style left to read
 
 
@@ -13,6 +15,9 @@ def check_reference_images(image):
     count, height, width, channels = image.shape
     if count == 0:
         raise ValueError("the image batch is empty")
+    if count > MAX_REFERENCES:
+        raise ValueError(f"the batch holds {count} references; DEADiff takes at most {MAX_REFERENCES} at once "
+                         "(every one becomes 16 tokens that Apply joins to each layer's keys)")
     if channels != 3:
         kind = {1: "greyscale", 4: "RGBA"}.get(channels, f"{channels}-channel")
         raise ValueError(f"the reference is a {kind} image ({channels} channels); DEADiff reads RGB. "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .layers import BRANCHES
+from .token_bounds import check_counts
 
 COMBINE_METHODS = ("average", "concat")
 
@@ -23,6 +24,7 @@ class ReferenceTokens:
         for t in present:
             if t.ndim != 3 or t.shape[0] == 0 or not t.is_floating_point():
                 raise ValueError(f"reference tokens must be float [N, T, D] tensors with N >= 1, got {tuple(t.shape)} {t.dtype}")
+            check_counts(t.shape[0], t.shape[1])
             if not torch.isfinite(t).all():
                 raise ValueError("reference tokens contain NaN or infinite values")
         if len(present) == 2 and self.style.shape != self.content.shape:

@@ -2,7 +2,9 @@
 Files stay inside ComfyUI's output (save) and input/output (load) folders."""
 import os
 
+import comfy.model_management
 import folder_paths
+import torch
 
 from ..deadiff_core.token_io import load_tokens, save_tokens
 from .save_path import UnwritablePrefix, save_path, write_error
@@ -89,7 +91,8 @@ class DEADiffLoadTokens:
 
     def load(self, tokens_file):
         try:
-            return (load_tokens(_resolve(tokens_file)),)
+            free = comfy.model_management.get_free_memory(torch.device("cpu"))
+            return (load_tokens(_resolve(tokens_file), free_memory=free),)
         except ValueError as e:
             raise ValueError(f"DEADiff Load Tokens: {e}") from None
 

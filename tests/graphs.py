@@ -68,3 +68,24 @@ def run_ok(server, prompt):
     entry, error = server.run(prompt)
     assert error is None, f"{error}\n{server.log()[-3000:]}"
     return entry
+
+
+SEEDS = iter(range(100, 300))
+
+
+def assert_refused(server, prompt, expected):
+    """The prompt fails with a node error holding every text in `expected`."""
+    entry, error = server.run(prompt)
+    assert error is not None, "ran without an error"
+    assert "Traceback" not in error and all(text in error for text in expected), error
+
+
+def assert_still_serving(server):
+    good = graph(seed=next(SEEDS))  # a new seed: KSampler really runs again
+    _, image = saved_image(server, run_ok(server, good))
+    assert image.std() > 0
+
+
+def assert_refused_and_still_serving(server, prompt, expected):
+    assert_refused(server, prompt, expected)
+    assert_still_serving(server)

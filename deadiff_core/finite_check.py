@@ -19,7 +19,7 @@ class FiniteWatch:
         flags = self.flags.get(out.device)
         if flags is None:
             flags = self.flags[out.device] = torch.zeros(self.layer_count, dtype=torch.bool, device=out.device)
-        flags[index] |= ~torch.isfinite(out).all()
+        flags[index] |= ~torch.isfinite(out.detach()).all()  # detached: isfinite's abs() would keep `out` for backward
 
     def raise_if_any(self, sigma):
         for flags in self.flags.values():

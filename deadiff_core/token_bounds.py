@@ -10,7 +10,6 @@ within the bound.
 """
 import math
 
-import torch
 
 # an fp16/bf16 encode rounds each step; the bound itself is loose by orders of magnitude
 ROUNDING_SLACK = 1.01

@@ -3,7 +3,6 @@ or against a bound derived from the model's weights, with a clear message, throu
 the server's peak memory measured; and attention that overflows anyway is reported instead of a black image."""
 import json
 import math
-import os
 import struct
 
 import pytest

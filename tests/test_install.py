@@ -6,8 +6,6 @@ import subprocess
 import sys
 import tomllib
 
-import pytest
-
 from comfy_server import PACK_FOLDER_NAME, ComfyServer, pack_log_problems
 from conftest import COMFYUI_PATH, REPO_ROOT
 from graphs import NODES

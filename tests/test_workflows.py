@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-from PIL import Image
 
 from browser import Browser, chromium_missing_reason
 from comfy_server import PACK_FOLDER_NAME

@@ -3,7 +3,7 @@ sampler, and how to pair the images (docs/DESIGN.md, Training: subjects x style 
 from dataclasses import dataclass, field
 
 from ..train.config import ModelConfig
-from .config_files import ConfigError, checked_config, load_checked_config, need, resolve
+from .config_files import ConfigError, load_checked_config, need, resolve
 
 
 @dataclass
@@ -69,10 +69,6 @@ class BuilderConfig:
              "images_per_prompt, sampling.batch_size and pairs.per_target must be >= 1")
         need(self.precision in ("fp32", "bf16", "fp16"), "precision must be fp32, bf16 or fp16")
         return self
-
-
-def builder_config_from_dict(values, base_dir="."):
-    return checked_config(BuilderConfig, values, base_dir)
 
 
 def load_builder_config(path):

@@ -23,9 +23,8 @@ def training_deadiff(encoder, projections, device):
 
     from ..comfy_adapter import ComfyDEADiff
 
-    info = AdapterInfo(path="(training)", source_format="training", branches=tuple(encoder.branches), has_vision=False,
-                       stored_dtypes=(torch.float32,), qformer=encoder.config,
-                       proj_hidden=next(iter(encoder.branches.values())).proj.dense1.out_features)
+    info = AdapterInfo(source_format="training", branches=tuple(encoder.branches), has_vision=False,
+                       stored_dtypes=(torch.float32,), qformer=encoder.config)
     deadiff = ComfyDEADiff(DEADiffAdapter(encoder, projections, None, info))
     deadiff.projections_patcher = comfy.model_patcher.ModelPatcher(projections, load_device=device, offload_device=device)
     return deadiff

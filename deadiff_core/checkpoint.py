@@ -22,6 +22,7 @@ from .layers import BRANCHES, SD15_LAYERS, layers_of
 from .pickle_globals import unsafe_globals
 from .projections import ImageProjections
 from .qformer import QFormerConfig
+from .token_io import FORMAT as TOKENS_FORMAT
 
 ADAPTER_FORMAT = "deadiff-adapter"
 ADAPTER_FORMAT_VERSION = "1"
@@ -35,15 +36,21 @@ class CheckpointError(ValueError):
         super().__init__(f"{os.fspath(path)}: {problem}")
 
 
+class VisionTowersDiffer(CheckpointError):
+    """The two embedded ViT copies are not equal, so neither can be trusted as DEADiff's."""
+
+
+class TokensNotWeights(CheckpointError):
+    """A tokens file (token_io.py) given where model weights belong."""
+
+
 @dataclass(frozen=True)
 class AdapterInfo:
-    path: str
     source_format: str          # "official checkpoint" or "adapter safetensors"
     branches: tuple
     has_vision: bool
     stored_dtypes: tuple        # dtypes of the adapter tensors in the file
     qformer: QFormerConfig
-    proj_hidden: int
 
     def describe(self):
         branches = " + ".join(self.branches)
@@ -235,8 +242,8 @@ def _check_vision_copies_equal(sd, path, copies):
             raise CheckpointError(path, f"the {first} and {branch} vision towers have different keys; cannot keep a single copy.")
         for a, b in zip(first_keys, keys):
             if not torch.equal(sd[a], sd[b]):
-                raise CheckpointError(path, f"the {first} and {branch} vision towers differ ({a} vs {b}); DEADiff's ViT is "
-                                      "frozen, so this file was modified. Load it without its vision tower and connect a CLIP vision model.")
+                raise VisionTowersDiffer(path, f"the {first} and {branch} vision towers differ ({a} vs {b}); DEADiff's "
+                                         "ViT is frozen, so this file was modified.")
             pages.release(sd[a])
             pages.release(sd[b])
 
@@ -314,9 +321,26 @@ def load_adapter(path, dtype=torch.float32, device="cpu", operations=ops, with_v
     `branches` (e.g. ("style",)) loads only those branches' Q-Former and layer projections."""
     path = os.fspath(path)
     sd, metadata = read_state_dict(path)
-    is_adapter = metadata.get("format") == ADAPTER_FORMAT or path.lower().endswith(".safetensors")
-    source_format = "adapter safetensors" if is_adapter else "official checkpoint"
-    return adapter_from_state_dict(sd, path, source_format, dtype, device, operations, with_vision, branches)
+    return adapter_from_state_dict(sd, path, source_format(path, metadata), dtype, device, operations, with_vision,
+                                   branches)
+
+
+def source_format(path, metadata):
+    """What a file is by its safetensors metadata: an adapter convert.py wrote (of a format version this code
+    reads), official weights (a pickle, or a safetensors file another tool wrote: its keys then decide), or
+    something DEADiff-made that holds no weights."""
+    kind, version = metadata.get("format"), metadata.get("version")
+    if kind == TOKENS_FORMAT:
+        raise TokensNotWeights(path, "is a DEADiff tokens file (saved reference tokens), not model weights.")
+    if kind != ADAPTER_FORMAT:
+        return "official weights (safetensors)" if path.lower().endswith(".safetensors") else "official checkpoint"
+    if version == ADAPTER_FORMAT_VERSION:
+        return "adapter safetensors"
+    if version is not None and version.isdigit() and int(version) > int(ADAPTER_FORMAT_VERSION):
+        raise CheckpointError(path, f"is a DEADiff adapter of format version {version}, written by a newer "
+                              f"ComfyUI-DEADiff; this one reads version {ADAPTER_FORMAT_VERSION}. Update the pack.")
+    raise CheckpointError(path, f"names itself a DEADiff adapter but its format version is {version!r}, which no "
+                          "ComfyUI-DEADiff writes; the file was edited or damaged. Convert it again.")
 
 
 def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device="cpu", operations=ops, with_vision=True,
@@ -331,12 +355,10 @@ def adapter_from_state_dict(sd, path, source_format, dtype=torch.float32, device
     projections.load_state_dict(_tensors_in(layout.projection_keys, sd, dtype, device, pages), assign=True)
     vision = _tensors_in(_vision_names(layout.vision_keys), sd, dtype, device, pages) if layout.vision_keys else None
     info = AdapterInfo(
-        path=os.fspath(path),
         source_format=source_format,
         branches=layout.branches,
         has_vision=vision is not None,
         stored_dtypes=_stored_dtypes(sd, (*layout.encoder_keys, *layout.projection_keys)),
         qformer=layout.qformer,
-        proj_hidden=layout.proj_hidden,
     )
     return DEADiffAdapter(encoder.eval().requires_grad_(False), projections.eval().requires_grad_(False), vision, info)

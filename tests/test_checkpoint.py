@@ -150,6 +150,51 @@ def test_wrong_shape(tmp_path, tiny_state_dict):
     expect_error(path, key, "shape")
 
 
+def adapter_file(path, tiny_ckpt, edit=dict):
+    """An adapter convert.py wrote, saved again with metadata `edit(what convert.py wrote)` (None: none)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    convert(tiny_ckpt, path, dtype="fp32", progress=False)
+    with safe_open(str(path), framework="pt") as f:
+        written = f.metadata()
+    save_file(load_file(str(path)), str(path), metadata=edit(written))
+    return path
+
+
+def test_adapter_of_a_newer_format_version_is_refused(tmp_path, tiny_ckpt):
+    path = adapter_file(tmp_path / "future.safetensors", tiny_ckpt, lambda m: {**m, "version": "2"})
+    expect_error(path, "format version 2", "newer ComfyUI-DEADiff", "reads version 1", "Update the pack")
+
+
+@pytest.mark.parametrize("version", ["0", "1.5", "one"])
+def test_adapter_of_a_version_nothing_writes_is_refused(tmp_path, tiny_ckpt, version):
+    path = adapter_file(tmp_path / "edited.safetensors", tiny_ckpt, lambda m: {**m, "version": version})
+    expect_error(path, f"format version is {version!r}", "no ComfyUI-DEADiff writes", "Convert it again")
+
+
+def test_the_version_this_pack_writes_loads(tmp_path, tiny_ckpt):
+    path = adapter_file(tmp_path / "adapter.safetensors", tiny_ckpt)
+    assert load_adapter(path).info.source_format == "adapter safetensors"
+
+
+def test_official_weights_in_a_safetensors_file_another_tool_wrote_load(tmp_path, tiny_ckpt):
+    """No adapter metadata (or another tool's, like {"format": "pt"}): the keys decide, as for a pickle."""
+    for name, metadata in (("bare", None), ("pt", {"format": "pt"})):
+        path = adapter_file(tmp_path / f"{name}.safetensors", tiny_ckpt, lambda _: metadata)
+        adapter = load_adapter(path)
+        assert adapter.info.source_format == "official weights (safetensors)" and len(adapter.projections.layers) == 16
+
+
+def test_a_tokens_file_is_refused_as_model_weights(tmp_path):
+    from deadiff_core.token_io import save_tokens
+    from deadiff_core.tokens import ReferenceTokens
+
+    path = tmp_path / "tokens_00001_.safetensors"
+    save_tokens(path, ReferenceTokens(style=torch.zeros(1, 16, 8), content=torch.zeros(1, 16, 8)))
+    expect_error(path, "is a DEADiff tokens file", "not model weights")
+
+
 def test_different_vision_copies_are_refused(tmp_path, tiny_state_dict):
     key = "content_blip.visual_encoder.ln_pre.weight"
     path = tmp_path / "two_vits.ckpt"

@@ -19,6 +19,8 @@ import shutil
 import time
 import urllib.request
 
+from comfy_server import refuse_in_fast_tier
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 # A fresh ComfyUI user dir would open on the first-run template browser; skip it, keep the minimap
@@ -109,6 +111,7 @@ class Browser:
     # ---------------------------------------------------------------- life cycle
 
     def __enter__(self):
+        refuse_in_fast_tier("a browser")
         self._chromium = _Chromium.acquire(self.executable_path)
         try:
             self._context = self._chromium.browser.new_context(

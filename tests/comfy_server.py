@@ -22,6 +22,13 @@ def pack_log_problems(log):
     return [line for line in pack_lines if "WARNING" in line or "IMPORT FAILED" in line or "Traceback" in line]
 
 
+def refuse_in_fast_tier(what):
+    """Where a server or browser starts: a test marked fast promised neither (conftest.py names the test)."""
+    test = os.environ.get("DEADIFF_FAST_TEST")
+    if test:
+        raise RuntimeError(f"{test} is marked fast but starts {what}; the fast tier runs no server and no browser")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -30,6 +37,7 @@ def free_port():
 
 class ComfyServer:
     def __init__(self, comfyui_path, repo_root, base_dir, startup_timeout=240, extra_args=()):
+        refuse_in_fast_tier("a ComfyUI server")
         self.base_dir = base_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -29,6 +29,13 @@ def pytest_collection_modifyitems(config, items):
         config.stash[RAN_ELSEWHERE] = (len(once), first)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Names the running test if it is marked fast, for comfy_server.refuse_in_fast_tier: session fixtures start
+    inside the setup of the first test that needs them, so a fast test that would start a server is caught."""
+    os.environ["DEADIFF_FAST_TEST"] = item.nodeid if item.get_closest_marker("fast") else ""
+
+
 def pytest_terminal_summary(terminalreporter, config):
     if RAN_ELSEWHERE in config.stash:
         count, first = config.stash[RAN_ELSEWHERE]

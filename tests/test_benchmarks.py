@@ -170,6 +170,7 @@ def test_gpu_check_stops_with_a_message_when_it_cannot_finish_in_time_or_finds_n
 
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_gpu_check_reads_peak_vram_and_fails_on_what_it_must_fail_on(monkeypatch):
     """The GPU-only parts of the GPU check, with a stand-in for NVML: its sampler keeps the peak, and a run with
     DynamicVRAM off where it should be on, bf16 weights or an adapter patcher left on the GPU fails."""

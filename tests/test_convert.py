@@ -28,6 +28,7 @@ def read(path):
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
+@pytest.mark.fast
 def test_keeps_the_adapter_with_official_names_and_drops_the_rest(tmp_path, tiny_ckpt, tiny_state_dict):
     out = tmp_path / "adapter.safetensors"
     result = run_convert(tiny_ckpt, out, "--with-vision", "--dtype", "fp16")
@@ -52,6 +53,7 @@ def test_keeps_the_adapter_with_official_names_and_drops_the_rest(tmp_path, tiny
     assert adapter.info.source_format == "adapter safetensors" and adapter.info.has_vision
 
 
+@pytest.mark.fast
 def test_without_vision_and_single_branch(tmp_path):
     src = tmp_path / "style_only.ckpt"
     save_official_checkpoint(src, official_state_dict(branches=("style",)))
@@ -63,6 +65,7 @@ def test_without_vision_and_single_branch(tmp_path):
     assert load_adapter(out).info.branches == ("style",)
 
 
+@pytest.mark.fast
 def test_never_overwrites_without_force(tmp_path, tiny_ckpt):
     out = tmp_path / "adapter.safetensors"
     out.write_bytes(b"precious")
@@ -73,6 +76,7 @@ def test_never_overwrites_without_force(tmp_path, tiny_ckpt):
     assert read(out)[1]["format"] == "deadiff-adapter"
 
 
+@pytest.mark.fast
 def test_bad_source_is_a_clear_error(tmp_path):
     src = tmp_path / "v1-5.ckpt"
     torch.save({"state_dict": {"model.diffusion_model.out.2.weight": torch.zeros(4, 320, 3, 3)}}, src)

@@ -124,6 +124,7 @@ def test_pairs_chosen_by_clip_scores_are_the_best_candidates(comfy, tmp_path):
     assert {json.loads(line)["kind"] for line in (strict / "pairs.jsonl").read_text().splitlines()} == {"recon"}
 
 
+@pytest.mark.fast
 def test_folder_tree_index(tmp_path):
     from deadiff_core.data.__main__ import main
 

@@ -11,7 +11,7 @@ from PIL import Image
 from deadiff_core.data.dataset import PairImages
 from deadiff_core.data.manifest import ManifestError, read_manifest, write_manifest
 
-pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
+pytestmark = [pytest.mark.no_comfyui, pytest.mark.fast]  # core code only: ./scripts/test.sh runs it on one runtime
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import REPO_ROOT
 from test_layout import SPEC_LAYERS
 
-pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
+pytestmark = [pytest.mark.no_comfyui, pytest.mark.fast]  # core code only: ./scripts/test.sh runs it on one runtime
 
 
 def test_layer_map_colours_every_layer_by_the_specs_branch(tmp_path):

@@ -196,6 +196,7 @@ def test_the_node_info_panel_shows_our_help_page_with_its_picture(comfy_server):
 
 # ---------------------------------------------------------------- locales
 
+@pytest.mark.fast
 def test_en_node_defs_are_what_the_script_generates(pack):
     with open(os.path.join(LOCALES, "en", "nodeDefs.json"), encoding="utf-8") as f:
         assert f.read() == build_locales.render(build_locales.node_defs(*pack)), \
@@ -230,6 +231,7 @@ def _strings(tree):
 
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_zh_translates_every_en_string():
     en, zh = read_json(LOCALES, "en", "nodeDefs.json"), read_json(LOCALES, "zh", "nodeDefs.json")
     assert _keys(zh) == _keys(en)
@@ -276,6 +278,7 @@ def test_the_editor_shows_our_chinese_names(comfy_server):
 # ---------------------------------------------------------------- pyproject.toml
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_pyproject_has_what_the_registry_reads():
     project = pyproject()
     urls = project["project"]["urls"]
@@ -290,6 +293,7 @@ def test_pyproject_has_what_the_registry_reads():
 
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_requires_python_is_the_oldest_python_the_code_runs_on():
     """tomllib (deadiff_core.data, .train) is Python 3.11's."""
     users = subprocess.run(["git", "grep", "-l", "-E", r"^\s*(import tomllib|from tomllib)", "--", "*.py"], cwd=REPO_ROOT,
@@ -299,6 +303,7 @@ def test_requires_python_is_the_oldest_python_the_code_runs_on():
     assert Version("3.10") not in specifier and Version("3.11") in specifier
 
 
+@pytest.mark.fast
 def test_comfyuis_own_parser_reads_our_pyproject(comfy):
     """comfy_config, which ComfyUI (and the Registry's tooling) use to read a pack's pyproject.toml."""
     from comfy_config import config_parser
@@ -340,6 +345,7 @@ def shipped_files(tmp_path):
     return shipped, ignored
 
 
+@pytest.mark.fast
 def test_comfyignore_leaves_out_the_developers_tree(tmp_path):
     shipped, ignored = shipped_files(tmp_path)
     for folder in ("tests/", "benchmarks/", ".ci/", "deadiff_core/train/", "deadiff_core/data/", "registry/"):

@@ -9,7 +9,8 @@ from qformer_oracle import TOKEN_IDS, reference_tokens
 
 
 @pytest.mark.no_comfyui
-@pytest.mark.parametrize("layout", [TINY, OfficialLayout()], ids=["tiny", "full-size"])
+@pytest.mark.parametrize("layout", [pytest.param(TINY, id="tiny", marks=pytest.mark.fast),
+                                    pytest.param(OfficialLayout(), id="full-size")])
 def test_tokens_match_transformers_qformer(layout):
     sd = official_state_dict(layout, seed=1, with_vision=False, with_other_parts=False)
     adapter = adapter_from_state_dict(sd, "<memory>", "official checkpoint")
@@ -25,6 +26,7 @@ def test_tokens_match_transformers_qformer(layout):
 
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_text_word_reaches_the_queries():
     """Text states feed the queries through self-attention: changing the word changes the tokens."""
     sd = official_state_dict(TINY, seed=3, with_vision=False, with_other_parts=False)
@@ -38,6 +40,7 @@ def test_text_word_reaches_the_queries():
     assert (style_word - content_word).abs().max() > 1e-4
 
 
+@pytest.mark.fast
 def test_comfy_operations_plug_in(comfy):
     """ComfyUI's manual_cast ops: weights stored in fp16, computed in the input's dtype."""
     sd = official_state_dict(TINY, seed=4, with_vision=False, with_other_parts=False)

@@ -38,6 +38,7 @@ def tokens_file(path, shapes, fill=None):
 
 # ---------------------------------------------------------------- the bounds themselves
 
+@pytest.mark.fast
 def test_a_layer_norm_output_reaches_sqrt_d_minus_1_and_no_more():
     """The fact the magnitude bound rests on, checked with torch's own LayerNorm."""
     width = 768
@@ -49,6 +50,7 @@ def test_a_layer_norm_output_reaches_sqrt_d_minus_1_and_no_more():
     assert random.abs().max() < math.sqrt(width - 1)
 
 
+@pytest.mark.fast
 def test_the_encoder_never_exceeds_its_bound_even_on_extreme_inputs():
     adapter = adapter_from_state_dict(official_state_dict(TINY, seed=3, scale=0.5), "<memory>", "official checkpoint")
     g = torch.Generator().manual_seed(4)
@@ -63,6 +65,7 @@ def test_the_encoder_never_exceeds_its_bound_even_on_extreme_inputs():
             check_magnitudes(torch.full_like(tokens, 1e30), bound, branch)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("shape,expected", [
     ((1, 0, 768), "no tokens per reference"),
     ((1, MAX_TOKENS_PER_REFERENCE + 1, 768), f"takes at most {MAX_TOKENS_PER_REFERENCE}"),
@@ -73,6 +76,7 @@ def test_token_counts_the_pack_cannot_use_are_refused(shape, expected):
         ReferenceTokens(style=torch.zeros(shape))
 
 
+@pytest.mark.fast
 def test_a_batch_of_more_references_than_the_pack_takes_is_refused_before_encoding():
     from deadiff_core.images import check_reference_images
 
@@ -81,6 +85,7 @@ def test_a_batch_of_more_references_than_the_pack_takes_is_refused_before_encodi
         check_reference_images(torch.rand(MAX_REFERENCES + 1, 32, 32, 3))
 
 
+@pytest.mark.fast
 def test_huge_tokens_files_are_refused_from_their_header(tmp_path):
     # 1.2 GB of tokens for one reference, and 640 GB of references (sparse: never written, never read)
     many_tokens = tokens_file(tmp_path / "many_tokens.safetensors", {"style": (1, 400000, 768)})

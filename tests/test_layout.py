@@ -79,6 +79,7 @@ def shapes(state_dict):
     return {k: tuple(v.shape) for k, v in state_dict.items()}
 
 
+@pytest.mark.fast
 def test_layer_map_is_the_official_one():
     assert [(l.patch_key, l.ldm_block, l.channels, l.branch) for l in SD15_LAYERS] == SPEC_LAYERS
     assert [l.index for l in SD15_LAYERS if l.branch == "content"] == [4, 5, 6, 7, 8]

@@ -12,6 +12,8 @@ from deadiff_core.layer_weights import PRESETS, parse_layer_weights
 from deadiff_core.token_io import load_tokens, save_tokens
 from deadiff_core.tokens import ReferenceTokens
 
+pytestmark = pytest.mark.fast
+
 
 def random_tokens(n, seed=0, branches=("style", "content")):
     g = torch.Generator().manual_seed(seed)

@@ -13,7 +13,7 @@ LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer
                         positions=16, proj_hidden=64, unet_channels=32)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

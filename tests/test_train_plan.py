@@ -23,6 +23,7 @@ def plan(global_batch=4, ratios=None, seed=0):
 
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_processes_and_micro_batches_split_one_global_batch():
     """One process x 4, two x 2, four x 1, two x 1 x 2 accumulation: the same rows, in the same places."""
     for step in range(6):
@@ -36,6 +37,7 @@ def test_processes_and_micro_batches_split_one_global_batch():
 
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_any_step_is_the_same_whatever_was_asked_before():
     sequential = plan()
     in_order = [sequential.rows(s) for s in range(40)]
@@ -48,6 +50,7 @@ def test_any_step_is_the_same_whatever_was_asked_before():
 
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_each_kind_is_an_epoch_by_epoch_permutation_of_its_rows():
     p = plan(global_batch=1)
     seen = collections.defaultdict(list)
@@ -61,6 +64,7 @@ def test_each_kind_is_an_epoch_by_epoch_permutation_of_its_rows():
 
 
 @pytest.mark.no_comfyui
+@pytest.mark.fast
 def test_kinds_follow_the_ratios_and_drops_follow_the_kind():
     p = plan(global_batch=8, ratios={"style": 3, "content": 1, "recon": 0})
     kinds = collections.Counter(p.kind_at(s) for s in range(4000))
@@ -76,6 +80,7 @@ def test_kinds_follow_the_ratios_and_drops_follow_the_kind():
         TrainingPlan([Row("style")], 0, {"style": 1, "recon": 1}, DROP, 1, (4, 2, 2))
 
 
+@pytest.mark.fast
 def test_noise_schedule_and_latent_scale_are_comfyuis_sd15(comfy):
     from deadiff_core.train.objective import SD15NoiseSchedule
     from deadiff_core.train.tiny import tiny_unet

@@ -98,6 +98,7 @@ def test_same_tokens_as_a_standard_clip_vision_file(comfy, vit, tmp_path):
         assert torch.equal(a[branch], b[branch])
 
 
+@pytest.mark.fast
 def test_preprocessing_matches_the_official_pil_pipeline(comfy):
     """Official DEADiff: convert("RGB"), squash-resize to 224 bicubic, [0,1], CLIP mean/std."""
     pil = synthetic_reference("content_01")  # smooth 3:2 landscape, so a centre crop would show

@@ -28,6 +28,10 @@ from .token_bounds import check_magnitudes
 UNCOND = 1  # ComfyUI's cond_or_uncond flag of the negative pass
 
 
+class BranchNotLoaded(ValueError):
+    """A mode asks for a branch the adapter was loaded without."""
+
+
 @dataclass(frozen=True)
 class InjectionSettings:
     mode: str = "style"
@@ -96,8 +100,8 @@ class Injection:
         active = MODES[settings.mode]
         for branch in active:
             if branch not in deadiff.info.branches:
-                raise ValueError(f"mode {settings.mode!r} needs the {branch} branch, but this DEADiff model was loaded "
-                                 f"with {' + '.join(deadiff.info.branches)} only; load it with branches 'both'")
+                raise BranchNotLoaded(f"mode {settings.mode!r} needs the {branch} branch, but this DEADiff model was "
+                                      f"loaded with {' + '.join(deadiff.info.branches)} only.")
             if sources[branch][branch] is None:
                 raise ValueError(f"mode {settings.mode!r} needs {branch} tokens, but the {branch} reference only has "
                                  f"{' and '.join(sources[branch].branches)}; pick a mode it has or a full DEADiff model")

@@ -15,6 +15,10 @@ VIT_L_TOKENS, VIT_L_WIDTH = 257, 1024
 VIT_L_CONFIG = os.path.join(os.path.dirname(comfy.clip_vision.__file__), "clip_vision_config_vitl.json")
 
 
+class NotViTL14(ValueError):
+    """A CLIP vision model whose hidden states are not ViT-L/14's at 224 px."""
+
+
 class EmbeddedClipVision:
     """The ViT embedded in a DEADiff checkpoint as ComfyUI's CLIP-vision model, held in the dtype of the
     state dict it is given (ComfyUI's ClipVisionModel always takes the text encoders' dtype, which would
@@ -48,8 +52,6 @@ def vision_hidden_states(clip_vision, image):
     """
     hidden = clip_vision.encode_image(image, crop=False)["penultimate_hidden_states"]
     if tuple(hidden.shape[1:]) != (VIT_L_TOKENS, VIT_L_WIDTH):
-        raise ValueError(f"DEADiff needs a CLIP ViT-L/14 224px vision model (257 tokens x 1024); this CLIP vision model "
-                         f"gives {hidden.shape[1]} x {hidden.shape[2]}. Load clip_vision ViT-L/14 (e.g. "
-                         "CLIP-ViT-L-14 / clip_vision_l.safetensors), or leave clip_vision unconnected to use "
-                         "the checkpoint's own.")
+        raise NotViTL14(f"DEADiff needs a CLIP ViT-L/14 224px vision model (257 tokens x 1024); this CLIP vision "
+                        f"model gives {hidden.shape[1]} x {hidden.shape[2]}.")
     return hidden

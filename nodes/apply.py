@@ -5,6 +5,7 @@ from ..deadiff_core.attention import MODES
 from ..deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
 from ..deadiff_core.layer_weights import PRESETS, format_weights, parse_layer_weights
 from ..deadiff_core.tokens import COMBINE_METHODS
+from .errors import node_error
 
 WEIGHT = {"min": 0.0, "max": 5.0, "step": 0.05}
 
@@ -37,7 +38,7 @@ def _patched_model(node, model, deadiff, tokens, start_at, end_at, content_token
                                      end_sigma=sampling.percent_to_sigma(end_at), **settings)
         return (apply_deadiff(model, deadiff, tokens, settings, content_tokens),)
     except ValueError as e:
-        raise ValueError(f"{node}: {e}") from None
+        raise node_error(node, e) from e
 
 
 class DEADiffApply:
@@ -97,7 +98,7 @@ class DEADiffApplyAdvanced:
         try:
             weights = parse_layer_weights(layer_weights)
         except ValueError as e:
-            raise ValueError(f"DEADiff Apply Advanced: {e}") from None
+            raise node_error("DEADiff Apply Advanced", e) from e
         return _patched_model("DEADiff Apply Advanced", model, deadiff, tokens, start_at, end_at, content_tokens,
                               mode=mode, weight=weight, style_weight=style_weight, content_weight=content_weight,
                               layer_weights=weights, combine=combine, mask=mask)

@@ -2,6 +2,7 @@
 import comfy.utils
 
 from ..deadiff_core.images import check_reference_images
+from .errors import node_error
 
 
 class DEADiffEncode:
@@ -30,19 +31,19 @@ class DEADiffEncode:
         }
 
     def encode(self, deadiff, image, clip_vision=None):
+        embedded_vision = clip_vision is None
         try:
             check_reference_images(image)
+            if embedded_vision:
+                clip_vision = deadiff.embedded_clip_vision
+            if clip_vision is None:
+                raise ValueError("this DEADiff file has no vision tower of its own (converted without --with-vision). "
+                                 "Connect Load CLIP Vision with CLIP ViT-L/14 (e.g. clip_vision_l / "
+                                 "CLIP-ViT-L-14.safetensors) to the clip_vision input.")
+            bar = comfy.utils.ProgressBar(image.shape[0])  # the editor's progress bar, a step per reference
+            tokens = deadiff.encode(image, clip_vision, progress=lambda done, total: bar.update_absolute(done, total))
         except ValueError as e:
-            raise ValueError(f"DEADiff Encode: {e}") from None
-        embedded_vision = clip_vision is None
-        if embedded_vision:
-            clip_vision = deadiff.embedded_clip_vision
-        if clip_vision is None:
-            raise ValueError("DEADiff Encode: this DEADiff file has no vision tower of its own (converted without "
-                             "--with-vision). Connect Load CLIP Vision with CLIP ViT-L/14 (e.g. clip_vision_l / "
-                             "CLIP-ViT-L-14.safetensors) to the clip_vision input.")
-        bar = comfy.utils.ProgressBar(image.shape[0])  # the editor's progress bar, a step per reference
-        tokens = deadiff.encode(image, clip_vision, progress=lambda done, total: bar.update_absolute(done, total))
+            raise node_error("DEADiff Encode", e) from e
         return {"ui": {"deadiff_info": [_describe(tokens, embedded_vision)]}, "result": (tokens,)}
 
 

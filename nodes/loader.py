@@ -8,6 +8,7 @@ from ..deadiff_core.checkpoint import CheckpointError, load_adapter
 from ..deadiff_core.comfy_adapter import ComfyDEADiff
 from ..deadiff_core.layers import BRANCH_CHOICES
 from . import model_folder
+from .errors import node_error
 
 model_folder.register()
 
@@ -64,7 +65,7 @@ class DEADiffLoader:
             adapter = load_adapter(path, dtype=weight_dtype, operations=comfy.ops.manual_cast,
                                    branches=BRANCH_CHOICES[branches])
         except CheckpointError as e:
-            raise ValueError(f"DEADiff Loader: {e}") from None
+            raise node_error("DEADiff Loader", e) from e
         info = f"{adapter.info.describe()}; weights kept in {str(weight_dtype).removeprefix('torch.')}"
         return {"ui": {"deadiff_info": [info]}, "result": (ComfyDEADiff(adapter),)}
 

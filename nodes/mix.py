@@ -3,6 +3,7 @@ import torch
 
 from ..deadiff_core.encoder import mix_tokens
 from ..deadiff_core.tokens import ReferenceTokens
+from .errors import node_error
 
 SLOTS = 4
 
@@ -38,7 +39,7 @@ class DEADiffMix:
         try:
             mixed = {b: mix_tokens(torch.stack([tokens[b].mean(0) for tokens, _ in pairs]), ratios) for b in branches}
         except (ValueError, RuntimeError) as e:
-            raise ValueError(f"DEADiff Mix: {e}") from None
+            raise node_error("DEADiff Mix", e) from e
         return (ReferenceTokens(**mixed),)
 
 

@@ -7,6 +7,7 @@ import folder_paths
 import torch
 
 from ..deadiff_core.token_io import load_tokens, save_tokens
+from .errors import node_error
 from .save_path import UnwritablePrefix, save_path, write_error
 
 EXTENSION = ".safetensors"
@@ -53,7 +54,7 @@ class DEADiffSaveTokens:
         try:
             folder, filename, subfolder = save_path(filename_prefix, EXTENSION, SAVE_NODE)
         except UnwritablePrefix as e:
-            raise ValueError(str(e)) from None
+            raise node_error(None, e) from e
         path = os.path.join(folder, filename)
         try:
             save_tokens(path, tokens)
@@ -61,7 +62,7 @@ class DEADiffSaveTokens:
             message = write_error(SAVE_NODE, path, e)
             if message is None:
                 raise
-            raise ValueError(message) from None
+            raise ValueError(message) from e
         saved = os.path.join(subfolder, filename).replace(os.sep, "/")
         return {"ui": {"deadiff_tokens": [{"filename": filename, "subfolder": subfolder, "type": "output",
                                            "load_as": saved + OUTPUT}]}}
@@ -94,7 +95,7 @@ class DEADiffLoadTokens:
             free = comfy.model_management.get_free_memory(torch.device("cpu"))
             return (load_tokens(_resolve(tokens_file), free_memory=free),)
         except ValueError as e:
-            raise ValueError(f"DEADiff Load Tokens: {e}") from None
+            raise node_error("DEADiff Load Tokens", e) from e
 
 
 NODE_CLASS_MAPPINGS = {"DEADiffSaveTokens": DEADiffSaveTokens, "DEADiffLoadTokens": DEADiffLoadTokens}

@@ -82,6 +82,31 @@ def corrupt_tokens_file(server):
     return prompt
 
 
+def one_branch_model_in_the_other_mode(server):
+    prompt = graph()
+    prompt["5"]["inputs"]["branches"] = "style only"
+    prompt["8"]["inputs"]["mode"] = "content"
+    return prompt
+
+
+def tokens_file_as_a_model(server):
+    from deadiff_core.token_io import save_tokens
+    from deadiff_core.tokens import ReferenceTokens
+
+    save_tokens(server.model_path("deadiff", "saved_tokens.safetensors"), ReferenceTokens(style=torch.zeros(1, 16, 768)))
+    prompt = graph()
+    prompt["5"]["inputs"]["deadiff_name"] = "saved_tokens.safetensors"
+    return prompt
+
+
+def adapter_from_a_newer_pack(server):
+    save_file({"style_proj_layer.dense1.weight": torch.zeros(4, 4)}, server.model_path("deadiff", "future.safetensors"),
+              metadata={"format": "deadiff-adapter", "version": "2"})
+    prompt = graph()
+    prompt["5"]["inputs"]["deadiff_name"] = "future.safetensors"
+    return prompt
+
+
 def marker(server):
     return os.path.join(server.base_dir, "pwned")  # what the hostile files' payloads would create
 
@@ -114,6 +139,10 @@ CASES = {
     "NaN weight": (weight(math.nan), ["DEADiff Apply", "weight must be a finite number"]),
     "tokens file from elsewhere": (tokens_from_elsewhere, ["not a DEADiff tokens file", "DEADiff Save Tokens"]),
     "corrupt tokens file": (corrupt_tokens_file, ["broken_tokens.safetensors", "not a readable safetensors file"]),
+    "style-only model in content mode": (one_branch_model_in_the_other_mode,
+                                         ["DEADiff Apply", "needs the content branch", "branches to 'both'"]),
+    "tokens file as a model": (tokens_file_as_a_model, ["DEADiff Loader", "is a DEADiff tokens file", "DEADiff Load Tokens"]),
+    "adapter from a newer pack": (adapter_from_a_newer_pack, ["DEADiff Loader", "format version 2", "Update the pack"]),
     "os.system .ckpt": (hostile_file("evil_system.ckpt", hostile_pickles.os_system_zip),
                         ["DEADiff Loader", "evil_system.ckpt", f"pickle calls {os.system.__module__}.system", "NOT loaded"]),
     "legacy .pt calling eval": (hostile_file("evil_legacy.pt", hostile_pickles.eval_legacy),
@@ -126,6 +155,16 @@ def test_bad_input_gives_a_clear_node_error_and_the_server_keeps_serving(server,
     build, expected = CASES[case]
     assert_refused_and_still_serving(server, build(server), expected)
     assert not os.path.exists(marker(server))  # no file's code ran in the server
+
+
+def test_the_server_log_keeps_where_the_core_refused(server):
+    """A node error names the node for the editor; the log keeps the core's own traceback as its cause."""
+    before = len(server.log())
+    assert_refused_and_still_serving(server, one_branch_model_in_the_other_mode(server), ["needs the content branch"])
+    log = server.log()[before:]
+    assert "BranchNotLoaded: mode 'content' needs the content branch" in log, log[-3000:]
+    assert "The above exception was the direct cause of the following exception" in log
+    assert "comfy_patch.py" in log
 
 
 def test_sixteen_bit_greyscale_png_is_refused_where_load_image_whitens_it(server):

@@ -19,7 +19,7 @@ import shutil
 import time
 import urllib.request
 
-from comfy_server import refuse_in_fast_tier
+from fast_tier import refuse_in_fast_tier
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 

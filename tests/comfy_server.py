@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.error
 
+from fast_tier import refuse_in_fast_tier
 from scripts import run_workflow
 
 PACK_FOLDER_NAME = "ComfyUI-DEADiff"
@@ -20,13 +21,6 @@ def pack_log_problems(log):
     or a traceback on a line that names it. An empty list for a clean start."""
     pack_lines = [line for line in log.splitlines() if "deadiff" in line.lower()]
     return [line for line in pack_lines if "WARNING" in line or "IMPORT FAILED" in line or "Traceback" in line]
-
-
-def refuse_in_fast_tier(what):
-    """Where a server or browser starts: a test marked fast promised neither (conftest.py names the test)."""
-    test = os.environ.get("DEADIFF_FAST_TEST")
-    if test:
-        raise RuntimeError(f"{test} is marked fast but starts {what}; the fast tier runs no server and no browser")
 
 
 def free_port():

@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """Names the running test if it is marked fast, for comfy_server.refuse_in_fast_tier: session fixtures start
+    """Names the running test if it is marked fast, for fast_tier.refuse_in_fast_tier: session fixtures start
     inside the setup of the first test that needs them, so a fast test that would start a server is caught."""
     os.environ["DEADIFF_FAST_TEST"] = item.nodeid if item.get_closest_marker("fast") else ""
 

@@ -329,7 +329,7 @@ def test_loader_and_encoder_show_what_they_did_after_a_run(browser, info_files):
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert entry["outputs"][str(loader)]["deadiff_info"] and entry["outputs"][str(encode)]["deadiff_info"]
     shown = browser.evaluate("""async (ids) => {
-        const info = (id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === "deadiff_info")?.value;
+        const info = (id) => window.app.graph.getNodeById(id).widgets?.find((w) => w.name === "deadiff_info")?.value;
         for (let i = 0; i < 100 && !(info(ids[0]) && info(ids[1])); i++) await new Promise((r) => setTimeout(r, 100));
         return ids.map(info);
     }""", [loader, encode])

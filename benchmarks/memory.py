@@ -23,14 +23,15 @@ import torch
 
 from harness import device_and_dtype, import_comfy
 
-from deadiff_core.attention import MODES
 from deadiff_core.checkpoint import load_adapter
-from deadiff_core.layers import BRANCH_CHOICES
+from deadiff_core.layers import BRANCHES, CONTENT, MODES, STYLE
 from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout, official_state_dict, save_official_checkpoint
 from deadiff_core.tokens import ReferenceTokens
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 MIB = 2**20
+# what Load DEADiff Model's `branches` choices load
+LOADABLE_BRANCHES = {"both": BRANCHES, "style only": (STYLE,), "content only": (CONTENT,)}
 
 
 def held_bytes(*state_dicts):
@@ -39,11 +40,11 @@ def held_bytes(*state_dicts):
     return sum(storages.values())
 
 
-def load_deadiff(comfy, path, choice, dtype):
-    """What Load DEADiff Model returns for this `branches` choice and weight dtype."""
+def load_deadiff(comfy, path, branches, dtype):
+    """What Load DEADiff Model returns for these branches and weight dtype."""
     from deadiff_core.comfy_adapter import ComfyDEADiff
 
-    return ComfyDEADiff(load_adapter(path, dtype=dtype, operations=comfy.ops.manual_cast, branches=BRANCH_CHOICES[choice]))
+    return ComfyDEADiff(load_adapter(path, dtype=dtype, operations=comfy.ops.manual_cast, branches=branches))
 
 
 def adapter_sizes(deadiff):
@@ -59,9 +60,9 @@ def resident_sizes(comfy, path):
     print("| branches | weights | Q-Formers + ProjLayers MiB | i_to_k/v MiB | embedded ViT (CLIP vision model) MiB | "
           "held MiB | ComfyUI's patchers MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for choice in BRANCH_CHOICES:
+    for choice, branches in LOADABLE_BRANCHES.items():
         for dtype_name, dtype in DTYPES.items():
-            sizes = adapter_sizes(load_deadiff(comfy, path, choice, dtype))
+            sizes = adapter_sizes(load_deadiff(comfy, path, branches, dtype))
             print(f"| {choice} | {dtype_name} | " + " | ".join(f"{size:.1f}" for size in sizes) + " |")
             gc.collect()  # the adapter goes before the next one loads
 
@@ -97,8 +98,8 @@ def vram_per_mode(comfy, path, size):
     with torch.inference_mode():
         before, unpatched = peak_during_step(unet, inputs)
         print(f"| - | unpatched | {before / MIB:.1f} | {unpatched / MIB:.1f} | 0.0 |")
-        for choice in BRANCH_CHOICES:
-            deadiff = load_deadiff(comfy, path, choice, torch.float16)
+        for choice, branches in LOADABLE_BRANCHES.items():
+            deadiff = load_deadiff(comfy, path, branches, torch.float16)
             mm.load_models_gpu([deadiff.projections_patcher])  # as sampling does: the patches' models with the UNet
             for mode in (mode for mode, needs in MODES.items() if set(needs) <= set(deadiff.info.branches)):
                 model = apply_deadiff(unet, deadiff, tokens, InjectionSettings(mode=mode))

@@ -8,10 +8,6 @@ training both build their keys and values here.
 """
 import torch
 
-from .layers import CONTENT, STYLE
-
-MODES = {"style": (STYLE,), "content": (CONTENT,), "style and content": (STYLE, CONTENT)}
-
 
 def image_keys_values(projection, tokens, weight):
     """[T, D] (one set for every row) or [B, T, D] (one per row) tokens -> weighted (keys, values)

@@ -2,15 +2,11 @@
 that joins the reference's keys/values to the text ones (needs ComfyUI).
 
 Inference and training share the patch; what differs is where its image keys/values come from,
-an *injection* (the patch's provider):
+an injection provider (injection_provider.InjectionProvider):
 - `Injection` (inference): one token set per layer for every row, projected once and cached;
   rows see it or zeros by CFG pass and schedule.
 - `deadiff_core.train.injection.PerSampleInjection` (training): each row its own tokens, projected
   on every step with gradients, zeroed per row (branch left out, or image tokens dropped).
-An injection provides `image_keys_values(layer, extra_options, batch, device, dtype)` -> per-row
-keys and values [B, T, C] (exact zeros in rows without a reference), `region(extra_options,
-length, batch, device, dtype)` -> [B or 1, L, 1] or None, and `models()` -> the ModelPatchers
-ComfyUI should load with the UNet.
 """
 import math
 from dataclasses import dataclass, field
@@ -20,9 +16,10 @@ from comfy.patcher_extension import CallbacksMP, WrappersMP
 import torch
 import torch.nn.functional as F
 
-from .attention import MODES, blend_by_region, image_keys_values, join_keys_values, rows_with_image
+from .attention import blend_by_region, image_keys_values, join_keys_values, rows_with_image
 from .finite_check import FiniteWatch
-from .layers import SD15_LAYERS
+from .injection_provider import InjectionProvider
+from .layers import MODES, SD15_LAYERS
 from .token_bounds import check_magnitudes
 
 UNCOND = 1  # ComfyUI's cond_or_uncond flag of the negative pass
@@ -84,7 +81,7 @@ def _check_fits(tokens, branch, deadiff):
     check_magnitudes(tokens, deadiff.token_bound(branch), branch)
 
 
-class Injection:
+class Injection(InjectionProvider):
     """State shared by the 16 layer patches of one DEADiff Apply: which tokens each layer reads, with
     what weight, when, where; image keys/values computed once per device and dtype."""
 
@@ -179,7 +176,7 @@ class DEADiffAttentionPatch:
     MODEL it came from; copies share the injection, whose weights ride along through models(), and the wrapped
     patch, which nothing changes once wrapped."""
 
-    def __init__(self, injection, layer, inner=None, added=(), watch=None):
+    def __init__(self, injection: InjectionProvider, layer, inner=None, added=(), watch=None):
         self.injection = injection
         self.layer = layer
         self.inner = inner
@@ -248,7 +245,7 @@ def _layer_mismatch(unet, projections):
     """Why this UNet's cross-attention layers do not fit the adapter's projections, or None."""
     for layer in SD15_LAYERS:
         try:
-            attn2 = unet.get_submodule(f"{layer.ldm_block}.transformer_blocks.0.attn2")
+            attn2 = unet.get_submodule(layer.attn2_path)
         except AttributeError:
             return f"it has no cross-attention at {layer.ldm_block}"
         context, channels = attn2.to_k.in_features, attn2.to_q.in_features
@@ -290,7 +287,7 @@ def install_patches(model, injection):
 def key_widths(model):
     """Width of the text keys in each of the 16 cross-attention layers of an SD1.x MODEL."""
     unet = model.get_model_object("diffusion_model")
-    return {layer.index: unet.get_submodule(f"{layer.ldm_block}.transformer_blocks.0.attn2").to_k.out_features
+    return {layer.index: unet.get_submodule(layer.attn2_path).to_k.out_features
             for layer in SD15_LAYERS}
 
 

@@ -15,9 +15,9 @@ PRESETS = {
     "all": (1.0,) * _COUNT,
     "style layers only": _preset(lambda layer: layer.branch == STYLE),
     "content layers only": _preset(lambda layer: layer.branch == CONTENT),
-    "down blocks only": _preset(lambda layer: layer.patch_key[0] == "input"),
-    "up blocks only": _preset(lambda layer: layer.patch_key[0] == "output"),
-    "fine layers only (64x64)": _preset(lambda layer: layer.downscale == 1),
+    "down blocks only": _preset(lambda layer: layer.stage == "down"),
+    "up blocks only": _preset(lambda layer: layer.stage == "up"),
+    "fine layers only (64x64)": _preset(lambda layer: layer.resolution_at_512px == 64),
 }
 
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 STYLE = "style"
 CONTENT = "content"
 BRANCHES = (STYLE, CONTENT)
-# what Load DEADiff Model offers for loading only part of a file -> load_adapter(branches=...)
-BRANCH_CHOICES = {"both": None, "style only": (STYLE,), "content only": (CONTENT,)}
+# which branches' tokens an Apply routes to their layers, by the name its `mode` takes
+MODES = {"style": (STYLE,), "content": (CONTENT,), "style and content": (STYLE, CONTENT)}
+STAGES = {"input": "down", "middle": "middle", "output": "up"}
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,27 @@ class CrossAttentionLayer:
     branch: str             # which DEADiff branch feeds it
 
     @property
+    def attn2_path(self):
+        """The layer's cross-attention module inside the UNet (ComfyUI's diffusion_model)."""
+        return f"{self.ldm_block}.transformer_blocks.0.attn2"
+
+    def checkpoint_key(self, name):
+        """Official (LDM) checkpoint key of one of the layer's attn2 weights, e.g. "i_to_k.weight"."""
+        return f"model.diffusion_model.{self.attn2_path}.{name}"
+
+    @property
     def image_projection_keys(self):
         """Official checkpoint keys of this layer's i_to_k / i_to_v weights."""
-        base = f"model.diffusion_model.{self.ldm_block}.transformer_blocks.0.attn2."
-        return base + "i_to_k.weight", base + "i_to_v.weight"
+        return self.checkpoint_key("i_to_k.weight"), self.checkpoint_key("i_to_v.weight")
+
+    @property
+    def stage(self):
+        return STAGES[self.patch_key[0]]
+
+    @property
+    def resolution_at_512px(self):
+        """Side of the layer's token grid for a 512x512 image (a 64x64 latent)."""
+        return 64 // self.downscale
 
 
 def _layer(index, ldm_block, patch_key, channels, downscale, branch):
@@ -52,8 +70,6 @@ SD15_LAYERS = (
     _layer(14, "output_blocks.10.1", ("output", 10), 320, 1, STYLE),
     _layer(15, "output_blocks.11.1", ("output", 11), 320, 1, STYLE),
 )
-
-LAYERS_BY_PATCH_KEY = {layer.patch_key: layer for layer in SD15_LAYERS}
 
 
 def layers_of(branch):

@@ -172,8 +172,7 @@ def official_state_dict(layout=TINY, seed=0, scale=0.02, branches=("style", "con
         sd.update(image_projections(layout, rnd))
     if with_other_parts:
         for layer in SD15_LAYERS:
-            base = f"model.diffusion_model.{layer.ldm_block}.transformer_blocks.0.attn2."
-            sd[base + "to_k.weight"] = rnd(layout.layer_channels(layer), layout.hidden)
+            sd[layer.checkpoint_key("to_k.weight")] = rnd(layout.layer_channels(layer), layout.hidden)
         sd["first_stage_model.encoder.conv_in.weight"] = rnd(8, 3, 3, 3)
         sd["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = rnd(16, layout.hidden)
         sd.update({name: rnd(1000, dtype=torch.float64).abs() for name in SCHEDULE_BUFFERS})

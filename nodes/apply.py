@@ -1,13 +1,19 @@
 """DEADiffApply / DEADiffApplyAdvanced: MODEL -> MODEL with DEADiff on its 16 cross-attention layers."""
 import math
 
-from ..deadiff_core.attention import MODES
 from ..deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
 from ..deadiff_core.layer_weights import PRESETS, format_weights, parse_layer_weights
+from ..deadiff_core.layers import MODES, SD15_LAYERS
 from ..deadiff_core.tokens import COMBINE_METHODS
 from .errors import node_error
 
 WEIGHT = {"min": 0.0, "max": 5.0, "step": 0.05}
+# The layer map (web/deadiff.js) draws from these, sent with the node definition: the editor mirrors no table.
+LAYER_MAP_OPTIONS = {
+    "deadiff_layers": [{"index": layer.index, "block": layer.ldm_block, "stage": layer.stage,
+                        "resolution": layer.resolution_at_512px, "branch": layer.branch} for layer in SD15_LAYERS],
+    "deadiff_presets": {name: list(weights) for name, weights in PRESETS.items()},
+}
 
 
 def _basic_inputs():
@@ -80,7 +86,8 @@ class DEADiffApplyAdvanced:
                 "layer_weights": ("STRING", {
                     "default": format_weights(PRESETS["all"]),
                     "tooltip": "16 factors, one per cross-attention layer 0-15 from the first down block to the "
-                               "last up block (content layers are 4-8), or a preset: " + ", ".join(PRESETS) + "."}),
+                               "last up block (content layers are 4-8), or a preset: " + ", ".join(PRESETS) + ".",
+                    **LAYER_MAP_OPTIONS}),
                 "combine": (list(COMBINE_METHODS), {
                     "default": "average",
                     "tooltip": "Several references: average their tokens (16 tokens), or concat them (16 per "

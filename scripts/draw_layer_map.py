@@ -20,15 +20,15 @@ BOX_W, BOX_H, GAP = 150, 54, 10
 
 def positions():
     """(column, row) per layer: down blocks on the left going down, middle at the bottom, up blocks rising."""
-    down = [l for l in SD15_LAYERS if l.patch_key[0] == "input"]
-    up = [l for l in SD15_LAYERS if l.patch_key[0] == "output"]
-    rows = {1: 0, 2: 1, 4: 2, 8: 3}
+    down = [l for l in SD15_LAYERS if l.stage == "down"]
+    up = [l for l in SD15_LAYERS if l.stage == "up"]
+    rows = {64: 0, 32: 1, 16: 2, 8: 3}
     place = {}
     for layer in down:
-        place[layer.index] = (down.index(layer) % 2, rows[layer.downscale])
+        place[layer.index] = (down.index(layer) % 2, rows[layer.resolution_at_512px])
     for layer in up:
-        place[layer.index] = (5 + up.index(layer) % 3, rows[layer.downscale])
-    place[next(l.index for l in SD15_LAYERS if l.patch_key[0] == "middle")] = (3.5, 3)
+        place[layer.index] = (5 + up.index(layer) % 3, rows[layer.resolution_at_512px])
+    place[next(l.index for l in SD15_LAYERS if l.stage == "middle")] = (3.5, 3)
     return place
 
 

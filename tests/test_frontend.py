@@ -4,7 +4,6 @@ ComfyUI server, driven through the page's own `app` and real mouse events (tests
 Screenshots go to tests/artifacts/ (git-ignored)."""
 import json
 import os
-import re
 import urllib.request
 
 import numpy as np
@@ -17,37 +16,27 @@ from conftest import REPO_ROOT
 from deadiff_core.layer_weights import PRESETS, format_weights, parse_layer_weights
 from deadiff_core.layers import SD15_LAYERS
 from deadiff_core.synthetic import OfficialLayout, official_state_dict, save_official_checkpoint
+from test_layout import SPEC_LAYERS, SPEC_RESOLUTIONS
 
 ARTIFACTS = os.path.join(REPO_ROOT, "tests", "artifacts")
-TABLES_JS = os.path.join(REPO_ROOT, "web", "deadiff_tables.js")
 # the real ViT-L/14 (DEADiff Encode needs its 257 x 1024 tokens), one small Q-Former, style branch only
 INFO_LAYOUT = OfficialLayout(qformer_layers=1, intermediate=256, vocab=4200, positions=16, proj_hidden=256)
 INFO_CHECKPOINT, INFO_REFERENCE = "deadiff_frontend_style_only.ckpt", "deadiff_frontend_reference.png"
 ADVANCED_WIDGETS = ["mode", "weight", "start_at", "end_at", "style_weight", "content_weight", "layer_weights", "combine"]
 
 
-# ---------------------------------------------------------------- the JS tables mirror Python (no browser)
+# ---------------------------------------------------------------- the tables the editor draws from
 
-def _js_json(name):
-    with open(TABLES_JS) as f:
-        source = f.read()
-    block = re.search(rf"// {name}-BEGIN\s*export const {name} = (.*?);\s*// {name}-END", source, re.S)
-    assert block, f"{TABLES_JS} lost its {name} markers"
-    return json.loads(block.group(1))
-
-
-def test_js_presets_equal_python_presets():
-    js = _js_json("PRESETS")
-    assert list(js) == list(PRESETS)
-    for name, weights in js.items():
-        assert tuple(float(w) for w in weights) == PRESETS[name], name
-
-
-def test_js_layer_table_equals_python_layer_table():
+def test_the_node_definition_carries_the_layer_table_and_the_presets(comfy_server):
+    """web/deadiff.js mirrors no Python table: it reads them from DEADiff Apply (Advanced)'s definition."""
+    with urllib.request.urlopen(comfy_server.url + "/object_info/DEADiffApplyAdvanced", timeout=30) as response:
+        options = json.loads(response.read())["DEADiffApplyAdvanced"]["input"]["required"]["layer_weights"][1]
     stages = {"input": "down", "middle": "middle", "output": "up"}
-    expected = [{"index": layer.index, "block": layer.ldm_block, "stage": stages[layer.patch_key[0]],
-                 "resolution": 64 // layer.downscale, "branch": layer.branch} for layer in SD15_LAYERS]
-    assert _js_json("LAYERS") == expected
+    assert options["deadiff_layers"] == [
+        {"index": index, "block": block, "stage": stages[patch_key[0]], "resolution": resolution, "branch": branch}
+        for index, ((patch_key, block, _, branch), resolution) in enumerate(zip(SPEC_LAYERS, SPEC_RESOLUTIONS))]
+    assert {name: tuple(weights) for name, weights in options["deadiff_presets"].items()} == PRESETS
+    assert list(options["deadiff_presets"]) == list(PRESETS)
 
 
 # ---------------------------------------------------------------- in the editor
@@ -129,7 +118,7 @@ def test_layer_map_draws_the_unet_and_clicks_and_drags_edit_the_saved_text(brows
 
     # drawn as a U: down blocks descend, the middle block is lowest, up blocks climb back
     centres = [cell_point(browser, advanced, i) for i in range(16)]
-    rows = {res: sorted({round(centres[layer.index][1]) for layer in SD15_LAYERS if 64 // layer.downscale == res})
+    rows = {res: sorted({round(centres[layer.index][1]) for layer in SD15_LAYERS if layer.resolution_at_512px == res})
             for res in (64, 32, 16, 8)}
     assert all(len(ys) == 1 for ys in rows.values()) and rows[64] < rows[32] < rows[16] < rows[8]
     assert [c[0] for c in centres] == sorted(c[0] for c in centres)

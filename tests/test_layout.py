@@ -25,6 +25,8 @@ SPEC_LAYERS = [
     (("output", 9), "output_blocks.9.1", 320, "style"), (("output", 10), "output_blocks.10.1", 320, "style"),
     (("output", 11), "output_blocks.11.1", 320, "style"),
 ]
+# docs/DESIGN.md, Layer map: the side of each layer's token grid at 512 px (the latent there is 64x64)
+SPEC_RESOLUTIONS = [64, 64, 32, 32, 16, 16, 8, 16, 16, 16, 32, 32, 32, 64, 64, 64]
 
 
 def spec_adapter_keys(branch):
@@ -83,6 +85,18 @@ def shapes(state_dict):
 def test_layer_map_is_the_official_one():
     assert [(l.patch_key, l.ldm_block, l.channels, l.branch) for l in SD15_LAYERS] == SPEC_LAYERS
     assert [l.index for l in SD15_LAYERS if l.branch == "content"] == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.fast
+def test_each_layer_names_its_module_its_keys_its_stage_and_its_grid():
+    stages = {"input": "down", "middle": "middle", "output": "up"}
+    for layer, (patch_key, block, _, _), resolution in zip(SD15_LAYERS, SPEC_LAYERS, SPEC_RESOLUTIONS, strict=True):
+        assert layer.attn2_path == f"{block}.transformer_blocks.0.attn2"
+        assert layer.image_projection_keys == (f"model.diffusion_model.{block}.transformer_blocks.0.attn2.i_to_k.weight",
+                                               f"model.diffusion_model.{block}.transformer_blocks.0.attn2.i_to_v.weight")
+        assert layer.checkpoint_key("to_k.weight") == f"model.diffusion_model.{block}.transformer_blocks.0.attn2.to_k.weight"
+        assert layer.stage == stages[patch_key[0]]
+        assert layer.resolution_at_512px == resolution
 
 
 def test_full_size_modules_have_the_official_keys_and_shapes():

@@ -158,3 +158,22 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(comfy, deadiff
     (loss, grads), (loss_ckpt, grads_ckpt) = results
     assert torch.equal(loss, loss_ckpt)
     assert all(torch.allclose(grads[b], grads_ckpt[b], rtol=1e-5, atol=1e-9) for b in grads)
+
+
+def test_both_providers_implement_the_injection_interface(comfy):
+    """The attn2 patch reads inference's and training's image keys/values through one interface."""
+    import inspect
+
+    from deadiff_core.comfy_patch import Injection
+    from deadiff_core.injection_provider import InjectionProvider
+    from deadiff_core.train.injection import PerSampleInjection
+
+    interface = {name: inspect.signature(member) for name, member in vars(InjectionProvider).items()
+                 if inspect.isfunction(member) and not name.startswith("_")}
+    assert set(interface) == {"image_keys_values", "region", "models"}
+    for provider in (Injection, PerSampleInjection):
+        assert InjectionProvider in provider.__mro__
+        for name, signature in interface.items():
+            own = vars(provider).get(name)  # its own method, not the Protocol's empty body
+            assert own is not None, f"{provider.__name__} lacks {name}"
+            assert list(inspect.signature(own).parameters) == list(signature.parameters), (provider.__name__, name)

@@ -5,17 +5,19 @@
 // the left, the middle block at the bottom, up blocks on the right; rows by resolution at
 // 512 px), coloured by the DEADiff branch that feeds them. It edits the `layer_weights` text
 // widget, which stays the saved value: a workflow keeps working without this extension, and
-// whatever the text holds (a preset or 16 numbers) is what the map shows.
+// whatever the text holds (a preset or 16 numbers) is what the map shows. The layer table and the
+// presets come with DEADiff Apply (Advanced)'s definition (its layer_weights options), so nothing here
+// mirrors Python's tables.
 import { app } from "../../scripts/app.js";
-import { LAYERS, PRESETS } from "./deadiff_tables.js";
 
-const COUNT = LAYERS.length;
+let LAYERS = [];                              // [{index, block, stage, resolution, branch}], down to up
+let PRESETS = {};                             // preset name -> 16 weights
 const ROWS = [64, 32, 16, 8];                 // latent resolution at 512 px, top to bottom
-export const CLICK_STEPS = [0, 0.5, 1, 1.5, 2];
-export const DRAG_MAX = 2;
+const CLICK_STEPS = [0, 0.5, 1, 1.5, 2];
+const DRAG_MAX = 2;
 const DRAG_PER_UNIT = 0.02;                   // weight per graph unit dragged (100 px at zoom 1 = 2.0)
 const SNAP = 0.05;
-export const BRANCH_COLORS = { style: "#e07b39", content: "#3f8fd8" };
+const BRANCH_COLORS = { style: "#e07b39", content: "#3f8fd8" };
 const MAP_HEIGHT = 142;
 const MIN_NODE_WIDTH = 460;
 const INFO_FONT = "11px sans-serif";
@@ -25,7 +27,7 @@ const INFO_LINE = 14;
 
 /** A preset name or 16 comma/space-separated numbers -> {weights, preset, error}, like
  * deadiff_core/layer_weights.py parse_layer_weights. */
-export function parseLayerWeights(text) {
+function parseLayerWeights(text) {
   const trimmed = String(text ?? "").trim();
   const key = trimmed.toLowerCase();
   if (Object.prototype.hasOwnProperty.call(PRESETS, key)) {
@@ -34,11 +36,11 @@ export function parseLayerWeights(text) {
   const parts = trimmed.replaceAll(",", " ").split(/\s+/).filter(Boolean);
   const number = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
   if (!parts.every((p) => number.test(p))) {
-    return { weights: null, preset: null, error: `write ${COUNT} numbers or a preset` };
+    return { weights: null, preset: null, error: `write ${LAYERS.length} numbers or a preset` };
   }
   const weights = parts.map(Number);
-  if (weights.length !== COUNT) {
-    return { weights: null, preset: null, error: `needs ${COUNT} numbers, got ${weights.length}` };
+  if (weights.length !== LAYERS.length) {
+    return { weights: null, preset: null, error: `needs ${LAYERS.length} numbers, got ${weights.length}` };
   }
   if (!weights.every((w) => Number.isFinite(w) && w >= 0)) {
     return { weights: null, preset: null, error: "numbers must be finite and >= 0" };
@@ -47,17 +49,17 @@ export function parseLayerWeights(text) {
 }
 
 /** The preset whose numbers these are, or null. */
-export function matchingPreset(weights) {
+function matchingPreset(weights) {
   return Object.keys(PRESETS).find((name) => PRESETS[name].every((w, i) => w === weights[i])) ?? null;
 }
 
 /** 16 numbers -> "1, 0.5, ..." (Python's `{w:g}` for the values the map produces). */
-export function formatWeights(weights) {
+function formatWeights(weights) {
   return weights.map((w) => String(Number(Number(w).toPrecision(6)))).join(", ");
 }
 
 /** The next click step above `value`, wrapping from the top back to 0. */
-export function nextStep(value) {
+function nextStep(value) {
   return CLICK_STEPS.find((s) => s > value + 1e-9) ?? CLICK_STEPS[0];
 }
 
@@ -81,7 +83,7 @@ function mapGeometry(width) {
   const gridRight = x1 - 8;
   return {
     x0, x1, gridLeft, gridRight,
-    colW: (gridRight - gridLeft) / COUNT,
+    colW: (gridRight - gridLeft) / LAYERS.length,
     headerY: 12, gridTop: 24, rowH: 24, footerY: 132,
   };
 }
@@ -132,7 +134,7 @@ function createLayerMap(node, textWidget) {
 
     /** Set one layer's weight through the text widget (presets expand to their 16 numbers). */
     setLayerWeight(index, value, canvas, e) {
-      const weights = parseLayerWeights(textWidget.value).weights ?? new Array(COUNT).fill(1);
+      const weights = parseLayerWeights(textWidget.value).weights ?? new Array(LAYERS.length).fill(1);
       weights[index] = value;
       setText(formatWeights(weights), canvas, e);
     },
@@ -380,6 +382,12 @@ app.registerExtension({
     if (node.comfyClass === "DEADiffApplyAdvanced") addLayerMap(node);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name === "DEADiffApplyAdvanced") {
+      const options = nodeData.input?.required?.layer_weights?.[1] ?? {};
+      LAYERS = options.deadiff_layers ?? [];
+      PRESETS = options.deadiff_presets ?? {};
+      return;
+    }
     if (nodeData.name !== "DEADiffLoader" && nodeData.name !== "DEADiffEncode") return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {

@@ -7,7 +7,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from ..attention import MODES
+from ..layers import MODES
 from ..data.config_files import ConfigError, checked_config, load_checked_config, need, resolve
 from ..data.manifest import KINDS
 

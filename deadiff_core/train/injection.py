@@ -7,10 +7,11 @@ and, through the tokens, both Q-Formers.
 """
 from ..attention import image_keys_values, rows_with_image
 from ..comfy_patch import install_patches
+from ..injection_provider import InjectionProvider
 from ..layers import BRANCHES
 
 
-class PerSampleInjection:
+class PerSampleInjection(InjectionProvider):
     def __init__(self, projections):
         self.projections = projections
         self._tokens = None

@@ -28,13 +28,13 @@ def _text_projections(unet):
     """{layer index: (to_k.weight, to_v.weight)} of the UNet's 16 cross-attention layers."""
     out = {}
     for layer in SD15_LAYERS:
-        attn2 = unet.get_submodule(f"{layer.ldm_block}.transformer_blocks.0.attn2")
+        attn2 = unet.get_submodule(layer.attn2_path)
         out[layer.index] = (attn2.to_k.weight.detach().float().cpu(), attn2.to_v.weight.detach().float().cpu())
     return out
 
 
 def _check_token_width(width, unet, what):
-    context = unet.get_submodule(f"{SD15_LAYERS[0].ldm_block}.transformer_blocks.0.attn2").to_k.in_features
+    context = unet.get_submodule(SD15_LAYERS[0].attn2_path).to_k.in_features
     if width != context:
         raise ValueError(f"{what}: tokens are {width} wide but the UNet's text context is {context}; "
                          "i_to_k / i_to_v cannot start as copies of to_k / to_v")

@@ -44,6 +44,14 @@ class TokensNotWeights(CheckpointError):
     """A tokens file (token_io.py) given where model weights belong."""
 
 
+class IPAdapterFile(CheckpointError):
+    """An IP-Adapter file given where DEADiff weights belong."""
+
+
+class DiffusionCheckpoint(CheckpointError):
+    """A diffusion-model checkpoint (e.g. Stable Diffusion itself) given where DEADiff weights belong."""
+
+
 @dataclass(frozen=True)
 class AdapterInfo:
     source_format: str          # "official checkpoint" or "adapter safetensors"
@@ -164,17 +172,19 @@ def _rename(key, mapping):
     return None
 
 
-def _describe_foreign(keys):
+def _foreign_file(path, keys):
+    """The error for a file without DEADiff weights: what it is instead, where that can be told."""
     keys = list(keys)
     if any(k.startswith(("image_proj", "ip_adapter")) for k in keys):
-        return ("is an IP-Adapter file, not DEADiff. Use it with an IP-Adapter node pack; "
-                "DEADiff needs deadiff_v1.ckpt (or an adapter converted from it) in models/deadiff.")
+        return IPAdapterFile(path, "is an IP-Adapter file, not DEADiff; DEADiff's weights are deadiff_v1.ckpt or an "
+                                   "adapter converted from it.")
     if any(k.startswith(("model.diffusion_model.", "input_blocks.", "double_blocks.", "first_stage_model.")) for k in keys):
-        return ("is a diffusion-model checkpoint (e.g. plain Stable Diffusion), not DEADiff: it has no style_blip / "
-                "content_blip weights. Load it with Load Checkpoint, and put deadiff_v1.ckpt into models/deadiff.")
+        return DiffusionCheckpoint(path, "is a diffusion-model checkpoint (e.g. plain Stable Diffusion), not DEADiff: it "
+                                         "has no style_blip / content_blip weights.")
     sample = ", ".join(keys[:3]) or "no keys at all"
-    return (f"holds no DEADiff weights (expected keys starting with style_blip. or content_blip.; found {sample}). "
-            "Use deadiff_v1.ckpt or an adapter converted from it with `python -m deadiff_core.convert`.")
+    return CheckpointError(path, f"holds no DEADiff weights (expected keys starting with style_blip. or content_blip.; "
+                                 f"found {sample}). Use deadiff_v1.ckpt or an adapter converted from it with "
+                                 "`python -m deadiff_core.convert`.")
 
 
 def _branches_in(keys):
@@ -252,7 +262,7 @@ def adapter_layout(sd, path, with_vision=True, branches=None):
     """Find and check everything the adapter needs in an opened state dict (`branches`: only these)."""
     found = _branches_in(sd.keys())
     if not found:
-        raise CheckpointError(path, _describe_foreign(sd.keys()))
+        raise _foreign_file(path, sd.keys())
     missing = [b for b in branches or () if b not in found]
     if missing:
         raise CheckpointError(path, f"has no {' or '.join(missing)} branch (it holds {' + '.join(found)}); "

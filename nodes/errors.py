@@ -1,7 +1,7 @@
 """How a node reports what the core refused: the node's name, the core's facts, then what to do in ComfyUI.
 
 Raised `from` the core's error, so the server log keeps the traceback of where it was refused."""
-from ..deadiff_core.checkpoint import TokensNotWeights, VisionTowersDiffer
+from ..deadiff_core.checkpoint import DiffusionCheckpoint, IPAdapterFile, TokensNotWeights, VisionTowersDiffer
 from ..deadiff_core.comfy_patch import BranchNotLoaded
 from ..deadiff_core.comfy_vision import NotViTL14
 
@@ -12,6 +12,8 @@ ADVICE = {
     VisionTowersDiffer: "Use an adapter converted without --with-vision (python -m deadiff_core.convert) and connect "
                         "Load CLIP Vision (CLIP ViT-L/14) to DEADiff Encode.",
     TokensNotWeights: "Put it in ComfyUI's input folder and load it with DEADiff Load Tokens.",
+    IPAdapterFile: "Use it with an IP-Adapter node pack, and put deadiff_v1.ckpt into models/deadiff.",
+    DiffusionCheckpoint: "Load it with Load Checkpoint, and put deadiff_v1.ckpt into models/deadiff.",
 }
 
 

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import hostile_pickles
-from deadiff_core.checkpoint import CheckpointError, load_adapter
+from deadiff_core.checkpoint import CheckpointError, DiffusionCheckpoint, IPAdapterFile, load_adapter
 from deadiff_core.pickle_globals import unsafe_globals
 from deadiff_core.convert import convert
 from deadiff_core.file_pages import FilePages
@@ -60,8 +60,8 @@ def test_style_only_file_loads_and_says_so(tmp_path):
     assert sorted(int(i) for i in adapter.projections.layers) == [layer.index for layer in layers_of("style")]
 
 
-def expect_error(path, *phrases):
-    with pytest.raises(CheckpointError) as info:
+def expect_error(path, *phrases, kind=CheckpointError):
+    with pytest.raises(kind) as info:
         load_adapter(path)
     message = str(info.value)
     assert str(path) in message
@@ -74,7 +74,8 @@ def test_plain_sd15_checkpoint_is_named(tmp_path):
     path = tmp_path / "v1-5-pruned-emaonly.ckpt"
     torch.save({"state_dict": {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
                                "first_stage_model.decoder.conv_out.weight": torch.zeros(3, 4, 3, 3)}}, path)
-    expect_error(path, "not DEADiff", "Load Checkpoint")
+    # a fact, no widget advice: DEADiff Loader adds "Load it with Load Checkpoint" (test_server_bad_input.py)
+    expect_error(path, "diffusion-model checkpoint", "not DEADiff", "no style_blip", kind=DiffusionCheckpoint)
 
 
 @pytest.mark.parametrize("fmt", ["bin", "safetensors"])
@@ -85,7 +86,7 @@ def test_ip_adapter_file_is_named(tmp_path, fmt):
         torch.save({"image_proj": image_proj, "ip_adapter": ip}, path)
     else:
         save_file({**{f"image_proj.{k}": v for k, v in image_proj.items()}, **{f"ip_adapter.{k}": v for k, v in ip.items()}}, path)
-    expect_error(path, "IP-Adapter")
+    expect_error(path, "IP-Adapter", kind=IPAdapterFile)
 
 
 def test_truncated_checkpoint(tmp_path, tiny_ckpt):

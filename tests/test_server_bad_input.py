@@ -35,6 +35,15 @@ def non_deadiff_file(server):
     return prompt
 
 
+def sd15_checkpoint_as_deadiff(server):
+    torch.save({"state_dict": {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3),
+                               "first_stage_model.decoder.conv_out.weight": torch.zeros(3, 4, 3, 3)}},
+               server.model_path("deadiff", "v1-5-pruned-emaonly.ckpt"))
+    prompt = graph()
+    prompt["5"]["inputs"]["deadiff_name"] = "v1-5-pruned-emaonly.ckpt"
+    return prompt
+
+
 def adapter_without_vision(server):
     save_official_checkpoint(server.model_path("deadiff", "no_vision.ckpt"), official_state_dict(TINY, with_vision=False))
     prompt = graph()
@@ -130,7 +139,10 @@ def weight(value):
 
 
 CASES = {
-    "IP-Adapter file": (non_deadiff_file, ["DEADiff Loader", "ip-adapter_sd15.safetensors", "IP-Adapter"]),
+    "IP-Adapter file": (non_deadiff_file, ["DEADiff Loader", "ip-adapter_sd15.safetensors", "IP-Adapter",
+                                           "IP-Adapter node pack"]),
+    "SD1.5 checkpoint as DEADiff": (sd15_checkpoint_as_deadiff, ["DEADiff Loader", "diffusion-model checkpoint",
+                                                                "Load it with Load Checkpoint"]),
     "no vision tower, no clip_vision": (adapter_without_vision, ["DEADiff Encode", "no vision tower", "Load CLIP Vision"]),
     "SDXL-shaped model": (sdxl_model, ["DEADiff Apply", "for SD1.x models", "SDXL-family", "2048", "Load an SD1.5-based checkpoint"]),
     "1x1 image": (lambda s: with_image(write_png(s, "dot.png", np.zeros((1, 1, 3), np.uint8))), ["1x1 px", "at least"]),

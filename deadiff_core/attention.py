@@ -1,6 +1,8 @@
 """DEADiff attention (docs/DESIGN.md, Injection): image keys/values joined to the text ones, one softmax.
 
-    K = [to_k(text) ; w * i_to_k(img)]     V = [to_v(text) ; w * i_to_v(img)]
+    K = [to_k(text) ; w_k * i_to_k(img)]     V = [to_v(text) ; w_v * i_to_v(img)]
+
+(w_k = w_v = the weight, unless keys and values are weighted apart.)
 
 "No image" is never a skipped branch: it is 16 zero tokens, whose keys and values are exactly 0
 (i_to_* have no bias) yet still add exp(0) per token to the softmax denominator. Inference and
@@ -9,10 +11,10 @@ training both build their keys and values here.
 import torch
 
 
-def image_keys_values(projection, tokens, weight):
+def image_keys_values(projection, tokens, key_weight, value_weight):
     """[T, D] (one set for every row) or [B, T, D] (one per row) tokens -> weighted (keys, values)
     [.., T, C] through one layer's i_to_k / i_to_v."""
-    return projection.i_to_k(tokens) * weight, projection.i_to_v(tokens) * weight
+    return projection.i_to_k(tokens) * key_weight, projection.i_to_v(tokens) * value_weight
 
 
 def rows_with_image(keys_values, use_image):

@@ -23,6 +23,7 @@ from .layers import MODES, SD15_LAYERS
 from .token_bounds import check_magnitudes
 
 UNCOND = 1  # ComfyUI's cond_or_uncond flag of the negative pass
+POSITIVE, NEGATIVE = "positive", "negative"  # the reference the conditional rows read, and the negative pass's
 
 
 class BranchNotLoaded(ValueError):
@@ -35,6 +36,8 @@ class InjectionSettings:
     weight: float = 1.0
     style_weight: float = 1.0
     content_weight: float = 1.0
+    key_weight: float = 1.0
+    value_weight: float = 1.0
     layer_weights: tuple = (1.0,) * len(SD15_LAYERS)
     start_sigma: float = math.inf
     end_sigma: float = 0.0
@@ -44,7 +47,7 @@ class InjectionSettings:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
-        for name in ("weight", "style_weight", "content_weight"):
+        for name in ("weight", "style_weight", "content_weight", "key_weight", "value_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -59,6 +62,10 @@ class InjectionSettings:
         branch = self.style_weight if layer.branch == "style" else self.content_weight
         return self.weight * branch * self.layer_weights[layer.index]
 
+    def key_value_weights(self, layer):
+        weight = self.layer_weight(layer)
+        return weight * self.key_weight, weight * self.value_weight
+
 
 def checked_mask(mask):
     """A MASK as [M, H, W] float in 0..1, or ValueError saying what is wrong with it."""
@@ -72,71 +79,110 @@ def checked_mask(mask):
     return mask
 
 
-def _check_fits(tokens, branch, deadiff):
+def _check_fits(tokens, branch, deadiff, reference="reference"):
     """The tokens could have come from this DEADiff model: its width, token count and magnitudes."""
     width, queries = deadiff.info.qformer.hidden_size, deadiff.info.qformer.num_query_tokens
     if tokens.shape[-1] != width or tokens.shape[1] != queries:
-        raise ValueError(f"{branch} tokens are {tokens.shape[1]} per reference, {tokens.shape[-1]} wide; this DEADiff "
-                         f"model makes {queries}, {width} wide: encode the reference with the same DEADiff model")
+        raise ValueError(f"the {reference}'s {branch} tokens are {tokens.shape[1]} per reference, {tokens.shape[-1]} "
+                         f"wide; this DEADiff model makes {queries}, {width} wide: encode the {reference} with the same "
+                         "DEADiff model")
     check_magnitudes(tokens, deadiff.token_bound(branch), branch)
+
+
+def _active_tokens(deadiff, sources, settings, reference):
+    """{branch: tokens} of the branches the mode routes, checked against the model; `sources`: {branch:
+    ReferenceTokens}."""
+    tokens = {}
+    for branch in MODES[settings.mode]:
+        if branch not in deadiff.info.branches:
+            raise BranchNotLoaded(f"mode {settings.mode!r} needs the {branch} branch, but this DEADiff model was "
+                                  f"loaded with {' + '.join(deadiff.info.branches)} only.")
+        if sources[branch][branch] is None:
+            raise ValueError(f"mode {settings.mode!r} needs {branch} tokens, but the {branch} {reference} only has "
+                             f"{' and '.join(sources[branch].branches)}; pick a mode it has or a full DEADiff model")
+        _check_fits(sources[branch][branch], branch, deadiff, reference)
+        tokens[branch] = sources[branch].combined(branch, settings.combine)
+    return tokens
 
 
 class Injection(InjectionProvider):
     """State shared by the 16 layer patches of one DEADiff Apply: which tokens each layer reads, with
-    what weight, when, where; image keys/values computed once per device and dtype."""
+    what weight, when, where; image keys/values computed once per device and dtype.
 
-    def __init__(self, deadiff, tokens, settings, content_tokens=None, layer_widths=None):
+    A layer reads one token set for every latent ([T, D]), or with combine "per latent" one per latent
+    ([N, T, D], reference i for latent i: per-row keys/values, as training's PerSampleInjection feeds them).
+    The conditional rows read the reference; the negative (CFG) pass reads the negative reference, routed by
+    the same mode, or DEADiff's zero tokens without one (the official behaviour)."""
+
+    def __init__(self, deadiff, tokens, settings, content_tokens=None, layer_widths=None, negative_tokens=None):
         """layer_widths: key/value width per layer index, for the zero rows of layers whose projections a
         one-branch adapter lacks (their branch has no tokens, so they only ever see zeros)."""
         self.patcher = deadiff.projections_patcher
         self.layer_widths = layer_widths or {}
         self.settings = settings
-        sources = {"style": tokens, "content": content_tokens or tokens}
-        width = deadiff.info.qformer.hidden_size
-        zeros = torch.zeros(deadiff.info.qformer.num_query_tokens, width)
-        active = MODES[settings.mode]
-        for branch in active:
-            if branch not in deadiff.info.branches:
-                raise BranchNotLoaded(f"mode {settings.mode!r} needs the {branch} branch, but this DEADiff model was "
-                                      f"loaded with {' + '.join(deadiff.info.branches)} only.")
-            if sources[branch][branch] is None:
-                raise ValueError(f"mode {settings.mode!r} needs {branch} tokens, but the {branch} reference only has "
-                                 f"{' and '.join(sources[branch].branches)}; pick a mode it has or a full DEADiff model")
-            _check_fits(sources[branch][branch], branch, deadiff)
-        self.layer_tokens = {}
-        for layer in SD15_LAYERS:
-            use = layer.branch in active
-            self.layer_tokens[layer.index] = sources[layer.branch].combined(layer.branch, settings.combine) if use else zeros
+        zeros = torch.zeros(deadiff.info.qformer.num_query_tokens, deadiff.info.qformer.hidden_size)
+        references = {POSITIVE: _active_tokens(deadiff, {"style": tokens, "content": content_tokens or tokens},
+                                               settings, "reference")}
+        if negative_tokens is not None:
+            references[NEGATIVE] = _active_tokens(deadiff, {"style": negative_tokens, "content": negative_tokens},
+                                                  settings, "negative reference")
+        self.layer_tokens = {source: {layer.index: active.get(layer.branch, zeros) for layer in SD15_LAYERS}
+                             for source, active in references.items()}
         self._cache = {}
 
     def image_keys_values(self, layer, extra_options, batch, device, dtype):
-        return rows_with_image(self.keys_values(layer, device, dtype), self.use_image(extra_options, batch, device))
+        flags = extra_options.get("cond_or_uncond") or [0]
+        latents = batch // len(flags)
+        # without a negative reference the negative rows are zeroed below, whatever they read
+        negative = NEGATIVE if NEGATIVE in self.layer_tokens else POSITIVE
+        chunks = [self._per_latent(self.keys_values(layer, negative if flag == UNCOND else POSITIVE, device, dtype),
+                                   latents) for flag in flags]
+        keys_values = tuple(torch.cat(parts) for parts in zip(*chunks))
+        return rows_with_image(keys_values, self.use_image(extra_options, batch, device))
+
+    @staticmethod
+    def _per_latent(keys_values, latents):
+        """One pass's image keys/values for its `latents` rows: [latents, T, C]."""
+        keys, values = keys_values
+        if keys.ndim == 2:
+            return keys.expand(latents, -1, -1), values.expand(latents, -1, -1)
+        if keys.shape[0] != latents:
+            raise ValueError(f"DEADiff combine 'per latent': {keys.shape[0]} references for a batch of {latents} "
+                             "latents; give one reference per latent (or combine them by average or concat)")
+        return keys, values
 
     def models(self):
         return [self.patcher]
 
-    def keys_values(self, layer, device, dtype):
+    def keys_values(self, layer, source, device, dtype):
+        """The layer's weighted image keys/values for the reference `source` reads: [T, C], or [N, T, C] per latent."""
         key = (device, dtype)
         if key not in self._cache:
-            projections = self.patcher.model
-            # projected on the UNet's device (ComfyUI's ops bring the weights there, also where DynamicVRAM
-            # keeps them offloaded) in the weights' dtype, then handed over in the UNet's
-            weight_dtype = next(projections.parameters()).dtype
-            with torch.no_grad():
-                self._cache[key] = {
-                    layer.index: tuple(t.to(dtype) for t in image_keys_values(
-                        projections[layer.index], self.layer_tokens[layer.index].to(device, weight_dtype),
-                        self.settings.layer_weight(layer)))
+            self._cache[key] = {source: self._project(tokens, device, dtype) for source, tokens in self.layer_tokens.items()}
+        cached = self._cache[key][source]
+        if layer.index not in cached:
+            tokens = self.layer_tokens[source][layer.index]
+            zeros = torch.zeros(*tokens.shape[:-1], self.layer_widths[layer.index], device=device, dtype=dtype)
+            cached[layer.index] = (zeros, zeros)
+        return cached[layer.index]
+
+    def _project(self, layer_tokens, device, dtype):
+        projections = self.patcher.model
+        # projected on the UNet's device (ComfyUI's ops bring the weights there, also where DynamicVRAM
+        # keeps them offloaded) in the weights' dtype, then handed over in the UNet's
+        weight_dtype = next(projections.parameters()).dtype
+        with torch.no_grad():
+            return {layer.index: tuple(t.to(dtype) for t in image_keys_values(
+                        projections[layer.index], layer_tokens[layer.index].to(device, weight_dtype),
+                        *self.settings.key_value_weights(layer)))
                     for layer in SD15_LAYERS if layer.index in projections}
-        if layer.index not in self._cache[key]:
-            zeros = torch.zeros(len(self.layer_tokens[layer.index]), self.layer_widths[layer.index], device=device, dtype=dtype)
-            self._cache[key][layer.index] = (zeros, zeros)
-        return self._cache[key][layer.index]
 
     def use_image(self, extra_options, batch, device):
-        """Rows of the batch that see the reference: conditional rows within start/end."""
+        """Rows of the batch that see a reference: conditional rows, and the negative pass's where a negative
+        reference is given, within start/end."""
         flags = extra_options.get("cond_or_uncond") or [0]
-        rows = torch.tensor([flag != UNCOND for flag in flags], device=device).repeat_interleave(batch // len(flags))
+        negative = NEGATIVE in self.layer_tokens
+        rows = torch.tensor([negative or flag != UNCOND for flag in flags], device=device).repeat_interleave(batch // len(flags))
         sigmas = extra_options.get("sigmas")
         if sigmas is not None:
             sigmas = sigmas.to(device).reshape(-1)
@@ -291,7 +337,7 @@ def key_widths(model):
             for layer in SD15_LAYERS}
 
 
-def apply_deadiff(model, deadiff, tokens, settings, content_tokens=None):
+def apply_deadiff(model, deadiff, tokens, settings, content_tokens=None, negative_tokens=None):
     """A clone of `model` with DEADiff on all 16 cross-attention layers; `model` itself is untouched."""
     check_sd1_model(model, deadiff.adapter.projections)
-    return install_patches(model, Injection(deadiff, tokens, settings, content_tokens, key_widths(model)))
+    return install_patches(model, Injection(deadiff, tokens, settings, content_tokens, key_widths(model), negative_tokens))

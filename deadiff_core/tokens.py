@@ -9,7 +9,7 @@ import torch
 from .layers import BRANCHES
 from .token_bounds import check_counts
 
-COMBINE_METHODS = ("average", "concat")
+COMBINE_METHODS = ("average", "concat", "per latent")
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,13 @@ class ReferenceTokens:
         return getattr(self, branch)
 
     def combined(self, branch, method="average"):
-        """One token set [T', D] for a branch: the mean of the references, or all of them in a row."""
+        """A branch's tokens as a layer reads them: one set [T', D] for every latent (the mean of the references,
+        or all of them in a row), or per latent [N, T, D] (reference i for latent i)."""
         tokens = self[branch]
         if method == "average":
             return tokens.mean(dim=0)
         if method == "concat":
             return tokens.flatten(0, 1)
+        if method == "per latent":
+            return tokens
         raise ValueError(f"unknown combine method {method!r}; use one of {COMBINE_METHODS}")

@@ -51,16 +51,25 @@ def run(model, inputs, cond_or_uncond=(0, 1)):
         return model.model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)
 
 
-def apply(comfy_model, deadiff, tokens, content_tokens=None, **settings):
+def apply(comfy_model, deadiff, tokens, content_tokens=None, negative_tokens=None, **settings):
     from deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
-    return apply_deadiff(comfy_model, deadiff, tokens, InjectionSettings(**settings), content_tokens)
+    return apply_deadiff(comfy_model, deadiff, tokens, InjectionSettings(**settings), content_tokens, negative_tokens)
 
 
-def reference_run(unet, official, inputs, tokens_by_branch, weights, layer_weights=(1.0,) * 16):
-    """Spec §2 written out: K = [to_k(text); w i_to_k(img)], V likewise, one softmax, zero rows for "no image".
+def rows_of(tokens):
+    """A reference_run entry as per-row image tokens [B, T, 768]: None -> 16 zero tokens in both rows, a [T, 768]
+    set -> [that set ; as many zero tokens] (rows [cond ; uncond]), a [B, T, 768] tensor -> itself."""
+    if tokens is None:
+        return torch.zeros(2, 16, 768)
+    return tokens if tokens.ndim == 3 else torch.stack([tokens, torch.zeros_like(tokens)])
 
-    tokens_by_branch[branch] is the [T, 768] set for the conditional row, or None for 16 zero tokens;
-    the unconditional row gets as many zero tokens as the conditional one.
+
+def reference_run(unet, official, inputs, tokens_by_branch, weights, layer_weights=(1.0,) * 16, value_weights=None,
+                  cond_or_uncond=(0, 1)):
+    """Spec §2 written out: K = [to_k(text); w_k i_to_k(img)], V = [to_v(text); w_v i_to_v(img)], one softmax,
+    zero rows for "no image"; w_k = w_v = weights[branch] x layer weight unless value_weights are given.
+
+    tokens_by_branch[branch]: see rows_of (the [T, 768] set of the conditional row, or each row's own).
     """
     diffusion_model = unet.model.diffusion_model
     originals = {}
@@ -68,14 +77,14 @@ def reference_run(unet, official, inputs, tokens_by_branch, weights, layer_weigh
     def make_forward(attn2, index, block, branch):
         prefix = f"model.diffusion_model.{block}.transformer_blocks.0.attn2."
         w_k, w_v = official[prefix + "i_to_k.weight"], official[prefix + "i_to_v.weight"]
-        w = weights[branch] * layer_weights[index]
+        key_weight = weights[branch] * layer_weights[index]
+        value_weight = (value_weights or weights)[branch] * layer_weights[index]
 
         def forward(x, context=None, value=None, mask=None, transformer_options={}):
             q, k, v = attn2.to_q(x), attn2.to_k(context), attn2.to_v(context)
-            cond = tokens_by_branch[branch] if tokens_by_branch[branch] is not None else torch.zeros(16, 768)
-            img = torch.stack([cond, torch.zeros_like(cond)])  # rows: [cond ; uncond]
-            keys = torch.cat([k, w * img @ w_k.T], 1).double()
-            values = torch.cat([v, w * img @ w_v.T], 1).double()
+            img = rows_of(tokens_by_branch[branch])
+            keys = torch.cat([k, key_weight * img @ w_k.T], 1).double()
+            values = torch.cat([v, value_weight * img @ w_v.T], 1).double()
             heads, d = attn2.heads, q.shape[-1] // attn2.heads
             qh, kh, vh = (t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2) for t in (q.double(), keys, values))
             probabilities = torch.softmax(qh @ kh.transpose(-1, -2) / d ** 0.5, dim=-1)
@@ -88,7 +97,7 @@ def reference_run(unet, official, inputs, tokens_by_branch, weights, layer_weigh
             attn2 = diffusion_model.get_submodule(f"{block}.transformer_blocks.0.attn2")
             originals[block] = attn2
             attn2.forward = make_forward(attn2, index, block, branch)
-        return run(unet, inputs)
+        return run(unet, inputs, cond_or_uncond)
     finally:
         for attn2 in originals.values():
             del attn2.forward
@@ -132,7 +141,7 @@ def test_every_layer_is_reached_with_its_branch(comfy, unet, deadiff, tokens, in
     reached = {}
     for key, patch in list(replace.items()):
         def recorder(q, k, v, extra_options, patch=patch, key=key):
-            layer_tokens = patch.injection.layer_tokens[patch.layer.index]
+            layer_tokens = patch.injection.layer_tokens["positive"][patch.layer.index]
             branch = next((b for b in ("style", "content") if torch.equal(layer_tokens, tokens[b][0])), "zeros")
             reached[key] = (extra_options["block"], branch)
             return patch(q, k, v, extra_options)
@@ -281,3 +290,86 @@ def test_a_pack_that_adds_to_our_patch_adds_its_term_within_its_sigmas_and_only_
     outside = dict(options, sigmas=torch.tensor([3.0, 3.0]))
     assert torch.equal(later(q, k, v, outside), patch(q, k, v, outside))
     assert patch.added == [] and torch.equal(patch(q, k, v, options), alone)  # the MODEL it came from is unchanged
+
+
+# ---------------------------------------------------------------- per latent, negative reference, key/value weights
+
+def two_latents(inputs):
+    """The 2-row [cond ; uncond] inputs as two latents: rows [cond 0, cond 1 ; uncond 0, uncond 1]."""
+    x, sigma, context = inputs
+    g = torch.Generator().manual_seed(18)
+    second = torch.randn(1, *x.shape[1:], generator=g)
+    return torch.cat([x[:1], second, x[1:], second]), sigma.repeat(2), torch.cat([context[:1]] * 2 + [context[1:]] * 2)
+
+
+@pytest.mark.parametrize("mode", ["style", "style and content"])
+def test_per_latent_references_give_each_latent_its_own(comfy, unet, official, deadiff, inputs, mode):
+    g = torch.Generator().manual_seed(19)
+    two = ReferenceTokens(style=torch.randn(2, 16, 768, generator=g), content=torch.randn(2, 16, 768, generator=g))
+    batch = two_latents(inputs)
+    patched = apply(unet, deadiff, two, mode=mode, weight=1.2, combine="per latent")
+    got = run(patched, batch, cond_or_uncond=(0, 1))
+    # rows [cond 0, cond 1 ; uncond 0, uncond 1]: reference i in cond row i, zero tokens elsewhere
+    rows = {b: torch.cat([two[b], torch.zeros(2, 16, 768)]) if b in ACTIVE[mode] else torch.zeros(4, 16, 768)
+            for b in ("style", "content")}
+    expected = reference_run(unet, official, batch, rows, {"style": 1.2, "content": 1.2})
+    assert relative_error(got, expected) <= 1e-4
+    # latent i is what a run with reference i alone gives it
+    x, sigma, context = batch
+    for i in range(2):
+        alone = ReferenceTokens(style=two.style[i:i + 1], content=two.content[i:i + 1])
+        single = run(apply(unet, deadiff, alone, mode=mode, weight=1.2), (x[[i, i + 2]], sigma[:2], context[[i, i + 2]]))
+        assert relative_error(got[[i, i + 2]], single) <= 1e-4
+
+
+def test_per_latent_references_must_match_the_latents(comfy, unet, deadiff, inputs):
+    g = torch.Generator().manual_seed(20)
+    three = ReferenceTokens(style=torch.randn(3, 16, 768, generator=g), content=torch.randn(3, 16, 768, generator=g))
+    with pytest.raises(ValueError, match="3 references for a batch of 2 latents"):
+        run(apply(unet, deadiff, three, combine="per latent"), two_latents(inputs))
+
+
+@pytest.mark.parametrize("mode", ["style", "style and content"])
+def test_the_negative_pass_reads_the_negative_reference_by_the_same_mode(comfy, unet, official, deadiff, tokens, inputs,
+                                                                          mode):
+    g = torch.Generator().manual_seed(21)
+    negative = ReferenceTokens(style=torch.randn(1, 16, 768, generator=g), content=torch.randn(1, 16, 768, generator=g))
+    patched = apply(unet, deadiff, tokens, negative_tokens=negative, mode=mode, weight=0.7)
+    rows = {b: torch.stack([tokens[b][0], negative[b][0]]) if b in ACTIVE[mode] else None for b in ("style", "content")}
+    expected = reference_run(unet, official, inputs, rows, {"style": 0.7, "content": 0.7})
+    got = run(patched, inputs)
+    assert relative_error(got, expected) <= 1e-4
+    without = run(apply(unet, deadiff, tokens, mode=mode, weight=0.7), inputs)
+    assert torch.equal(got[0], without[0])                   # the conditional row is untouched
+    assert relative_error(got[1], without[1]) > 1e-3         # the negative row reads it
+    # outside start/end the negative pass sees zero tokens too
+    outside = apply(unet, deadiff, tokens, negative_tokens=negative, mode=mode, start_sigma=4.0, end_sigma=0.0)
+    zero = reference_run(unet, official, inputs, {"style": None, "content": None}, {"style": 1.0, "content": 1.0})
+    assert relative_error(run(outside, inputs), zero) <= 1e-4
+
+
+def test_a_negative_reference_from_another_deadiff_model_is_refused(comfy, unet, deadiff, tokens):
+    other = ReferenceTokens(style=torch.randn(1, 32, 768), content=torch.randn(1, 32, 768))  # 32 queries, not 16
+    with pytest.raises(ValueError, match="negative reference's style tokens are 32 per reference"):
+        apply(unet, deadiff, tokens, negative_tokens=other)
+    style_only = ReferenceTokens(style=tokens.style)
+    with pytest.raises(ValueError, match="content negative reference only has style"):
+        apply(unet, deadiff, tokens, negative_tokens=style_only, mode="style and content")
+
+
+def test_key_and_value_weights_scale_the_image_keys_and_values_apart(comfy, unet, official, deadiff, tokens, inputs):
+    patched = apply(unet, deadiff, tokens, mode="style and content", weight=0.9, style_weight=1.5,
+                    key_weight=0.5, value_weight=2.0)
+    expected = reference_run(unet, official, inputs, {b: tokens[b][0] for b in ("style", "content")},
+                             {"style": 0.9 * 1.5 * 0.5, "content": 0.9 * 0.5},
+                             value_weights={"style": 0.9 * 1.5 * 2.0, "content": 0.9 * 2.0})
+    assert relative_error(run(patched, inputs), expected) <= 1e-4
+    # 1.0 and 1.0 is the plain weight, bit for bit
+    assert torch.equal(run(apply(unet, deadiff, tokens, weight=0.9, key_weight=1.0, value_weight=1.0), inputs),
+                       run(apply(unet, deadiff, tokens, weight=0.9), inputs))
+
+
+@pytest.mark.parametrize("name", ["key_weight", "value_weight"])
+def test_key_and_value_weights_must_be_finite(comfy, unet, deadiff, tokens, name):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        apply(unet, deadiff, tokens, **{name: float("nan")})

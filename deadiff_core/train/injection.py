@@ -31,7 +31,7 @@ class PerSampleInjection(InjectionProvider):
         tokens, keep = self._tokens[layer.branch], self._keep[layer.branch]
         if tokens.shape[0] != batch:
             raise ValueError(f"the UNet batch has {batch} rows but the tokens {tokens.shape[0]}")
-        keys_values = image_keys_values(self.projections[layer.index], tokens, 1.0)
+        keys_values = image_keys_values(self.projections[layer.index], tokens, 1.0, 1.0)
         return tuple(t.to(dtype) for t in rows_with_image(keys_values, keep.to(device)))
 
     def region(self, extra_options, length, batch, device, dtype):

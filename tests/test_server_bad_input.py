@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-import hostile_pickles
 from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
-from graphs import assert_refused_and_still_serving, graph, run_ok
-from sd15 import sdxl_shaped_unet_file
+from scripts.graphs import assert_refused_and_still_serving, graph, run_ok
+from scripts.sd15 import sdxl_shaped_unet_file
+from support import hostile_pickles
 
 
 def with_image(name):
@@ -226,7 +226,7 @@ def test_a_broken_link_in_models_deadiff_is_not_offered_and_is_explained(server,
     what the link is and what to do (instead of ComfyUI's bare "Value not in list")."""
     import os
 
-    from graphs import DEADIFF
+    from scripts.graphs import DEADIFF
 
     for name, target in links.items():
         os.symlink(target.format(base=server.base_dir), server.model_path("deadiff", name))

@@ -1,5 +1,5 @@
 """The README's layer-routing picture is drawn from the code's layer table; check it shows the
-routing of docs/DESIGN.md, Layer map (tests/test_layout.py's SPEC_LAYERS, written out from that table)."""
+routing of docs/DESIGN.md, Layer map (tests/support/layout_spec.py's SPEC_LAYERS, written out from that table)."""
 import subprocess
 import sys
 

@@ -112,7 +112,7 @@ def marker(server):
 
 
 def hostile_file(name, make):
-    """A model file whose pickle carries code (tests/hostile_pickles.py), chosen in DEADiff Loader."""
+    """A model file whose pickle carries code (tests/support/hostile_pickles.py), chosen in DEADiff Loader."""
     def build(server):
         make(Path(server.model_path("deadiff", name)), marker(server))
         prompt = graph()

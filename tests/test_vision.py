@@ -59,7 +59,7 @@ def vit():
 
 
 def reference_image(name="style_01"):
-    """A synthetic reference (tests/images.py) as ComfyUI's IMAGE: (1, height, width, 3) floats in [0, 1]."""
+    """A synthetic reference (scripts/images.py) as ComfyUI's IMAGE: (1, height, width, 3) floats in [0, 1]."""
     image = np.asarray(synthetic_reference(name), dtype=np.float32) / 255
     return torch.from_numpy(image).unsqueeze(0)
 

@@ -1,6 +1,6 @@
 """Reference encoding throughput: images/s through DEADiff Encode's whole path, and the Q-Formers' share.
 
-    python benchmarks/encoder_throughput.py [--tiny] [--rounds N] [--batches 1 4 16]
+    python -m benchmarks.encoder_throughput [--tiny] [--rounds N] [--batches 1 4 16]
                                             [--threads N] [--cpu-time] [--pytorch-attention]
 
 Random weights at full size in the official layout, with the embedded ViT, loaded as Load DEADiff Model
@@ -9,13 +9,10 @@ ComfyUI's CLIP vision model. A 512x512 IMAGE batch goes through preprocessing, t
 penultimate layer, and both Q-Formers with their ProjLayers; the Q-Formers alone are timed on the same
 hidden states, interleaved with the whole path.
 """
-import argparse
 
 import torch
 
-# harness also puts the repository root on sys.path
-from harness import add_arguments, describe_run, interleaved, ratios_to, setup, spread
-
+from benchmarks.harness import add_arguments, command_line, describe_run, interleaved, ratios_to, setup, spread
 from deadiff_core.checkpoint import adapter_from_state_dict
 from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout, official_state_dict
 
@@ -32,8 +29,7 @@ def load_deadiff(comfy, layout):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="for CI: a 1-layer Q-Former, batch 1, 1 round")
+    parser = command_line(__doc__, "for CI: a 1-layer Q-Former, batch 1, 1 round")
     parser.add_argument("--rounds", type=int, help="timed rounds after one warm-up round (default 3, --tiny 1)")
     parser.add_argument("--batches", type=int, nargs="+", help="images per call (default 1 4 16, --tiny 1)")
     add_arguments(parser)

@@ -1,6 +1,6 @@
 """Whole generations through a real ComfyUI server: plain SD1.5 against DEADiff, cold and warm, side by side.
 
-    python benchmarks/generation.py [--tiny] [--rounds N] [--size PX] [--steps N]
+    python -m benchmarks.generation [--tiny] [--rounds N] [--size PX] [--steps N]
 
 Starts ComfyUI on 127.0.0.1 in a temporary base directory with this pack in custom_nodes, writes random-weight
 files in the real formats (a full SD1.5 checkpoint in fp16; a DEADiff file in the official deadiff_v1.ckpt layout:
@@ -12,13 +12,11 @@ cache), a cold run that loads everything, then a warm run with a new seed, where
 sampling, decoding and saving. Seconds are the server's own (its history timestamps); a node's seconds run from the
 server announcing it on its websocket to announcing the next one.
 """
-import argparse
 import asyncio
 import itertools
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -27,14 +25,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from harness import ROOT, OtherProcesses, comfyui_path, describe_run, import_comfy, ratios_to, round_robin, spread
-
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from comfy_server import ComfyServer  # noqa: E402
-from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout  # noqa: E402
-from graphs import CHECKPOINT, DEADIFF, graph, install_models  # noqa: E402
-from scripts.run_workflow import execution_error, queue_prompt, wait_for  # noqa: E402
+from benchmarks.harness import OtherProcesses, ROOT, comfyui_path, command_line, describe_run, import_comfy, ratios_to, round_robin, spread
+from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout
+from scripts.comfy_server import ComfyServer
+from scripts.graphs import CHECKPOINT, DEADIFF, graph, install_models
+from scripts.run_workflow import execution_error, queue_prompt, wait_for
 
 PIPELINES = {"plain SD1.5": False, "DEADiff": True}  # name -> with DEADiff
 COLD, WARM = "cold", "warm"
@@ -143,10 +138,8 @@ def encoder_cached_rounds(runs, prompt):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="for CI: 64 px, 1 step, 1 round and no warm-up, a DEADiff file with one ViT block and one Q-Former layer "
-                             "(the SD1.5 checkpoint stays full size: ComfyUI only detects SD1.5 at its real width)")
+    parser = command_line(__doc__, "for CI: 64 px, 1 step, 1 round and no warm-up, a DEADiff file with one ViT block and one "
+                                   "Q-Former layer (the SD1.5 checkpoint stays full size: ComfyUI only detects SD1.5 at its real width)")
     parser.add_argument("--rounds", type=int, help="timed rounds after one warm-up round (default 5, --tiny 1)")
     parser.add_argument("--size", type=int, help="image side in pixels (default 256, --tiny 64)")
     parser.add_argument("--steps", type=int, help="sampling steps (default 4, --tiny 1)")

@@ -1,6 +1,6 @@
 """The GPU check: DEADiff through a real ComfyUI server on an NVIDIA GPU, with DynamicVRAM on and off.
 
-    python benchmarks/gpu_check.py [--dry-run] [--deadline UNIX_SECONDS] [--out DIR] [--workdir DIR]
+    python -m benchmarks.gpu_check [--dry-run] [--deadline UNIX_SECONDS] [--out DIR] [--workdir DIR]
 
 benchmarks/gpu_check.sh runs it (and sets up a bare GPU machine first); benchmarks/README.md says how.
 
@@ -42,11 +42,10 @@ import time
 
 import torch
 
-from harness import ROOT, comfyui_path, import_comfy, ratios_to, spread
-from generation import COLD, PIPELINES, WARM, Run, check_cold, measure, report_totals, timed_run
-
-from comfy_server import FLUSH_PROMPT, PACK_FOLDER_NAME, ComfyServer  # generation.py put tests/ on sys.path
-from graphs import CHECKPOINT, DEADIFF, REFERENCE, graph, write_reference
+from benchmarks.generation import COLD, PIPELINES, WARM, Run, check_cold, measure, report_totals, timed_run
+from benchmarks.harness import ROOT, comfyui_path, import_comfy, ratios_to, root_on_pythonpath, spread
+from scripts.comfy_server import FLUSH_PROMPT, PACK_FOLDER_NAME, ComfyServer
+from scripts.graphs import CHECKPOINT, DEADIFF, REFERENCE, graph, write_reference
 
 SETTINGS = {"DynamicVRAM on": [], "DynamicVRAM off": ["--disable-dynamic-vram"]}
 FULL = dict(size=512, steps=20, rounds=3, warmup=1)
@@ -162,14 +161,14 @@ def model_path(base_dir, folder, name):
 def write_file(kind, base_dir, dry_run):
     """One of the random-weight files (run in a child process that sees no GPU)."""
     if kind == "sd15":
-        from sd15 import sd15_checkpoint
+        from scripts.sd15 import sd15_checkpoint
 
         sd15_checkpoint(import_comfy(), model_path(base_dir, "checkpoints", CHECKPOINT), seed=21)
         os.makedirs(os.path.join(base_dir, "input"), exist_ok=True)
         write_reference(os.path.join(base_dir, "input", REFERENCE))
     else:
         from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout, official_state_dict, save_official_checkpoint
-        from load_checkpoint import stand_ins
+        from benchmarks.load_checkpoint import stand_ins
 
         layout, scale = (VIT_L_TINY, 1e-4) if dry_run else (OfficialLayout(), 1.0)
         state_dict = official_state_dict(layout, seed=22)
@@ -183,11 +182,11 @@ class FileWriters:
     def __init__(self, base_dir, dry_run, budget):
         budget.need(60, "writing the random-weight files")
         self.base_dir, self.budget = base_dir, budget
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+        env = root_on_pythonpath(dict(os.environ, CUDA_VISIBLE_DEVICES=""))
         env.pop("PYTHONUNBUFFERED", None)
         env.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
         self.start = time.perf_counter()
-        self.processes = {kind: subprocess.Popen([sys.executable, __file__, "--write-file", kind, "--workdir", base_dir,
+        self.processes = {kind: subprocess.Popen([sys.executable, "-m", "benchmarks.gpu_check", "--write-file", kind, "--workdir", base_dir,
                                                   *(["--dry-run"] if dry_run else [])], env=env)
                           for kind in ("sd15", "deadiff")}
         self.result = self.failed = None

@@ -114,7 +114,7 @@ check() {
   [ "$left" -gt 60 ] || fail "only $left s left of the time limit after set-up"
   # the check aims to end 10 s before the limit; timeout sends SIGTERM at the limit (the check then stops its
   # servers and reports) and SIGKILL 10 s later
-  timeout -k 10 "$left" "$python" "$root/benchmarks/gpu_check.py" --deadline "$((deadline - 10))" "${args[@]}" || rc=$?
+  PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 "$left" "$python" -m benchmarks.gpu_check --deadline "$((deadline - 10))" "${args[@]}" || rc=$?
   [ "$rc" -ne 124 ] || log "FAILED: the time limit (${limit} s) was reached"
   log "finished in $(($(date +%s) - started)) s with exit status $rc"
   return "$rc"

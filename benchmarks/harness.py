@@ -1,4 +1,5 @@
 """What the benchmarks share: ComfyUI imported as a library, interleaved timing, medians and spreads."""
+import argparse
 import os
 import resource
 import statistics
@@ -8,7 +9,22 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+
+
+def root_on_pythonpath(env=None):
+    """`env` (default: this process's) with the repository root first on PYTHONPATH: a child python then imports
+    deadiff_core and benchmarks from whatever working directory it has."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def command_line(doc, tiny_help):
+    """A benchmark's argument parser: the first paragraph of its docstring `doc` as the description, and --tiny
+    (the size CI runs it at, described by `tiny_help`)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help=tiny_help)
+    return parser
 
 
 def add_arguments(parser):

@@ -1,6 +1,6 @@
 """Loading cost: time and peak resident memory of loading DEADiff weights, side by side.
 
-    python benchmarks/load_checkpoint.py [--size full|tiny] [--workdir DIR] [--repeats N]
+    python -m benchmarks.load_checkpoint [--size full|tiny] [--workdir DIR] [--repeats N]
 
 Builds a random-weight file in the official deadiff_v1.ckpt layout (full size: 7.4 GB, with UNet, VAE and
 text-encoder stand-ins of the real sizes), converts it, then loads each variant in a fresh process and
@@ -16,8 +16,7 @@ import tempfile
 
 import torch
 
-from harness import ROOT, spread  # also puts the repository root on sys.path
-
+from benchmarks.harness import root_on_pythonpath, spread
 from deadiff_core.convert import convert
 from deadiff_core.synthetic import TINY, OfficialLayout, official_state_dict, save_official_checkpoint
 
@@ -27,8 +26,7 @@ OTHER_PARTS = {"model.diffusion_model": 859_520_964, "first_stage_model": 83_653
 CHUNK = 64 * 2**20
 
 MEASURE = """
-import json, sys, time, torch
-sys.path.insert(0, {root!r})
+import json, time, torch
 from deadiff_core.checkpoint import load_adapter
 
 def status(field):
@@ -76,8 +74,8 @@ def build_files(workdir, layout, size_scale):
 
 
 def measure(path, warmup, dtype, with_vision):
-    code = MEASURE.format(root=ROOT, path=path, warmup=warmup, dtype=dtype, with_vision=with_vision)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = MEASURE.format(path=path, warmup=warmup, dtype=dtype, with_vision=with_vision)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=root_on_pythonpath())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

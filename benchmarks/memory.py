@@ -1,7 +1,7 @@
 """Memory of the DEADiff adapter: what it holds per `branches` option of Load DEADiff Model and per precision, what
 ComfyUI's model management sees of it, and (on a GPU) the VRAM it adds to a sampling step.
 
-    python benchmarks/memory.py [--tiny] [--size PX]
+    python -m benchmarks.memory [--tiny] [--size PX]
 
 A random-weight file in the official deadiff_v1.ckpt layout (full size: both BLIP models with their ViT copies,
 both ProjLayers, the 32 i_to_k/v) is loaded as the loader node loads it (load_adapter with ComfyUI's manual_cast
@@ -14,14 +14,13 @@ On a GPU: torch.cuda.max_memory_allocated over one call of ComfyUI's SD1.5 UNet 
 cond + uncond, as unet_step.py calls it), unpatched and with each mode the loaded branches allow, with the
 projections loaded on the GPU as sampling loads them.
 """
-import argparse
 import gc
 import os
 import tempfile
 
 import torch
 
-from harness import device_and_dtype, import_comfy
+from benchmarks.harness import command_line, device_and_dtype, import_comfy
 
 from deadiff_core.checkpoint import load_adapter
 from deadiff_core.layers import BRANCHES, CONTENT, MODES, STYLE
@@ -69,7 +68,7 @@ def resident_sizes(comfy, path):
 
 def peak_during_step(model, inputs):
     """(bytes allocated before one UNet call, the peak during it)."""
-    from unet_step import step
+    from benchmarks.unet_step import step
 
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -81,7 +80,7 @@ def peak_during_step(model, inputs):
 
 def vram_per_mode(comfy, path, size):
     from deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
-    from unet_step import step_inputs, unet_on
+    from benchmarks.unet_step import step_inputs, unet_on
 
     mm = comfy.model_management
     device, dtype = device_and_dtype()
@@ -112,10 +111,8 @@ def vram_per_mode(comfy, path, size):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true",
-                        help="for CI: one ViT block and a one-layer Q-Former (real widths, so the projections still "
-                             "fit SD1.5); 64 px on a GPU")
+    parser = command_line(__doc__, "for CI: one ViT block and a one-layer Q-Former (real widths, so the "
+                                   "projections still fit SD1.5); 64 px on a GPU")
     parser.add_argument("--size", type=int, help="image side in pixels on a GPU (default 512, --tiny 64)")
     args = parser.parse_args()
     comfy = import_comfy()

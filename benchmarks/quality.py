@@ -1,7 +1,7 @@
 """Quality harness: DEADiff against plain SD1.5 (and its own weight and mode sweeps) on reference x prompt sets,
 generated through a running ComfyUI server with fixed seeds, scored with the paper's metrics.
 
-    python benchmarks/quality.py --clip DIR [--csd FILE] [--aesthetic FILE] [--out quality_results]
+    python -m benchmarks.quality --clip DIR [--csd FILE] [--aesthetic FILE] [--out quality_results]
         [--url http://127.0.0.1:8188] [--checkpoint v1-5-pruned-emaonly.safetensors] [--deadiff deadiff_v1.ckpt]
         [--references DIR] [--prompts FILE] [--modes auto ...] [--weights 1.0 ...] [--size 512] [--steps 50]
 
@@ -14,12 +14,12 @@ import os
 import sys
 import urllib.error
 
-from quality_generate import Generator, Settings, methods as method_list
+from benchmarks.quality_generate import Generator, Settings, methods as method_list
 import torch
 
-from quality_metrics import Scorer
-from quality_report import contact_sheet, summary, write_csv
-from quality_sets import OFFICIAL_REFERENCES, cases as read_cases
+from benchmarks.quality_metrics import Scorer
+from benchmarks.quality_report import contact_sheet, summary, write_csv
+from benchmarks.quality_sets import OFFICIAL_REFERENCES, cases as read_cases
 
 MODES = ["auto", "style", "content", "style and content"]
 

@@ -2,14 +2,11 @@
 images come from exactly the runtime, nodes and models a user has)."""
 import io
 import os
-import sys
 from dataclasses import dataclass
 
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from scripts import run_workflow  # noqa: E402
+from scripts import run_workflow
 
 # spec section 5: the official inference defaults
 NEGATIVE_PROMPT = ("over-exposure, under-exposure, saturated, duplicate, out of frame, lowres, cropped, worst quality, "

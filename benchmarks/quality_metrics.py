@@ -15,7 +15,7 @@ import os
 import torch
 from PIL import Image
 
-from harness import import_comfy
+from benchmarks.harness import import_comfy
 
 COLUMNS = {"text_alignment": "text alignment (CLIP)", "style_clip": "style similarity (CLIP)",
            "style_csd": "style similarity (CSD)", "aesthetic": "aesthetic"}

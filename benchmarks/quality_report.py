@@ -5,7 +5,7 @@ import statistics
 
 from PIL import Image, ImageDraw, ImageOps
 
-from quality_metrics import COLUMNS
+from benchmarks.quality_metrics import COLUMNS
 
 FIELDS = ["reference", "section", "prompt", "seed", "method", "mode", "weight", "image"]
 

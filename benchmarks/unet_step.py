@@ -1,26 +1,20 @@
 """Per-step cost of DEADiff: ComfyUI's SD1.5 UNet forward with and without the injection, side by side.
 
-    python benchmarks/unet_step.py [--tiny] [--rounds N] [--size PX] [--profile]
+    python -m benchmarks.unet_step [--tiny] [--rounds N] [--size PX] [--profile]
                                    [--threads N] [--cpu-time] [--pytorch-attention]
 
-Full SD1.5 architecture with random weights (tests/sd15.py), batch 2 = the conditional and unconditional
+Full SD1.5 architecture with random weights (scripts/sd15.py), batch 2 = the conditional and unconditional
 CFG rows, as ComfyUI's sampler runs them; fp32 on the CPU, fp16 on a GPU. The variants run interleaved and
 each is reported as a ratio to the unpatched step of the same round.
 """
-import argparse
-import os
-import sys
 
 import torch
 
-from harness import ROOT, add_arguments, describe_run, device_and_dtype, interleaved, ratios_to, setup, spread
-
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-from deadiff_core.checkpoint import adapter_from_state_dict  # noqa: E402
-from deadiff_core.synthetic import OfficialLayout, official_state_dict  # noqa: E402
-from deadiff_core.tokens import ReferenceTokens  # noqa: E402
-from sd15 import sd15_unet_model  # noqa: E402
+from benchmarks.harness import add_arguments, command_line, describe_run, device_and_dtype, interleaved, ratios_to, setup, spread
+from deadiff_core.checkpoint import adapter_from_state_dict
+from deadiff_core.synthetic import OfficialLayout, official_state_dict
+from deadiff_core.tokens import ReferenceTokens
+from scripts.sd15 import sd15_unet_model
 
 # Per step only the i_to_k/v projections act (real token width 768 and layer widths); a small Q-Former will do.
 LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer_layers=1, intermediate=64, vocab=4200,
@@ -105,8 +99,7 @@ def profile(models, inputs, top=8):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="for CI: 64 px (latent 8x8), 1 round")
+    parser = command_line(__doc__, "for CI: 64 px (latent 8x8), 1 round")
     parser.add_argument("--rounds", type=int, help="timed rounds after one warm-up round (default 5, --tiny 1)")
     parser.add_argument("--size", type=int, help="image side in pixels, a multiple of 64 (default 512, --tiny 64)")
     parser.add_argument("--profile", action="store_true",

@@ -2,8 +2,8 @@
 from (GET /i18n serves every pack's locales/<lang>/*.json). Other languages are written by hand and
 keyed like this file.
 
-    COMFYUI_PATH=/path/to/ComfyUI .venv/bin/python scripts/build_locales.py          # write
-    COMFYUI_PATH=/path/to/ComfyUI .venv/bin/python scripts/build_locales.py --check  # exit 1 if stale
+    COMFYUI_PATH=/path/to/ComfyUI .venv/bin/python -m scripts.build_locales          # write
+    COMFYUI_PATH=/path/to/ComfyUI .venv/bin/python -m scripts.build_locales --check  # exit 1 if stale
 
 The node modules import ComfyUI (folder_paths, comfy.model_management), so this runs with a ComfyUI on
 the path: COMFYUI_PATH, else .comfyui/ComfyUI (what ./scripts/setup.sh puts there).
@@ -76,7 +76,7 @@ def main():
     current = open(EN_NODE_DEFS, encoding="utf-8").read() if os.path.exists(EN_NODE_DEFS) else None
     if args.check:
         if current != text:
-            print(f"{os.path.relpath(EN_NODE_DEFS, ROOT)} is stale: run scripts/build_locales.py", file=sys.stderr)
+            print(f"{os.path.relpath(EN_NODE_DEFS, ROOT)} is stale: run python -m scripts.build_locales", file=sys.stderr)
             return 1
         return 0
     os.makedirs(os.path.dirname(EN_NODE_DEFS), exist_ok=True)

@@ -4,11 +4,11 @@ server lists in the editor's template browser, from the pack's example_workflows
 descriptions below and the node definitions a running ComfyUI server reports (/object_info), so
 socket and widget order always match the nodes. Standard library only.
 
-    python scripts/build_workflows.py --url http://127.0.0.1:8188 [--out example_workflows]
+    python -m scripts.build_workflows --url http://127.0.0.1:8188 [--out example_workflows]
 
 Each loader node names the file it loads in properties.models ({name, url, directory}, from MODEL_FILES),
 which the editor reads to offer the download when the file is missing. The thumbnails next to the files
-(<name>.jpg) are rendered from the editor by scripts/render_thumbnails.py.
+(<name>.jpg) are rendered from the editor by python -m scripts.render_thumbnails.
 
 The committed files are built on the reference runtime, REFERENCE_COMFYUI (the default one that
 ./scripts/setup.sh installs). Other runtimes' definitions differ in details (0.33's Save Image has an

@@ -2,16 +2,14 @@
 """Draws DEADiff's layer routing from deadiff_core/layers.py (the table the code uses), as the
 picture the README and the help pages show, web/docs/layer_map.png, and the registry icon web/icon.png.
 
-    python scripts/draw_layer_map.py [--out web/docs/layer_map.png] [--icon web/icon.png]
+    python -m scripts.draw_layer_map [--out web/docs/layer_map.png] [--icon web/icon.png]
 """
 import argparse
 import os
-import sys
 
 from PIL import Image, ImageDraw, ImageFont
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from deadiff_core.layers import SD15_LAYERS, STYLE  # noqa: E402
+from deadiff_core.layers import SD15_LAYERS, STYLE
 
 COLOURS = {STYLE: (232, 129, 48), "content": (52, 120, 200)}
 RESOLUTION = {1: "64x64", 2: "32x32", 4: "16x16", 8: "8x8"}  # latent grid at 512 px

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Renders the thumbnail of each example workflow from the real editor: opens example_workflows/<name>.json in
-ComfyUI's front end (a headless Chromium through tests/browser.py, on a running server with this pack loaded),
+ComfyUI's front end (a headless Chromium through scripts/browser.py, on a running server with this pack loaded),
 hides the editor's menus (focus mode), fits the whole graph into the view and saves the canvas as
 example_workflows/<name>.jpg, the name the editor's template browser asks the server for
 (/api/workflow_templates/<pack folder>/<name>.jpg; custom-node templates are always .jpg there).
 
-    python scripts/render_thumbnails.py --url http://127.0.0.1:8188 [--folder example_workflows] [--out DIR]
+    python -m scripts.render_thumbnails --url http://127.0.0.1:8188 [--folder example_workflows] [--out DIR]
 
 The committed thumbnails are rendered on the reference runtime (build_workflows.REFERENCE_COMFYUI, frontend
 1.32): square, SIZE px (the template browser shows square cards; ComfyUI's own templates are 350-400 px),
@@ -18,7 +18,6 @@ import glob
 import io
 import json
 import os
-import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = os.path.join(REPO_ROOT, "example_workflows")
@@ -34,8 +33,7 @@ SETTINGS = {"LiteGraph.Canvas.MinFontSizeForLOD": 0, "Comfy.Graph.CanvasInfo": F
 
 
 def _browser_module():
-    sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
-    import browser  # tests/browser.py: the project's own driver of the real editor
+    from scripts import browser  # the project's own driver of the real editor (needs playwright)
 
     return browser
 

@@ -2,7 +2,9 @@
 """Run a ComfyUI workflow headlessly: queue an API-format workflow JSON on a running ComfyUI
 server, wait for it, and print where its outputs went. Standard library only.
 
-    python scripts/run_workflow.py workflow_api.json [--url http://127.0.0.1:8188] [--set 9.seed=42]
+    python -m scripts.run_workflow workflow_api.json [--url http://127.0.0.1:8188] [--set 9.seed=42]
+
+from the pack's folder (it imports nothing of the project, so python scripts/run_workflow.py works too).
 
 Save the API format from ComfyUI's menu (Workflow > Export (API)). Exit status 0 on success,
 1 when ComfyUI rejects the graph or a node fails (the node and message are printed).

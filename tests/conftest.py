@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
+from support.paths import COMFYUI_PATH, REPO_ROOT
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAN_ELSEWHERE = pytest.StashKey()
 
 
@@ -77,10 +76,19 @@ def tiny_ckpt(tmp_path, tiny_state_dict):
     return path
 
 
+@pytest.fixture(scope="module")
+def deadiff(comfy, official):
+    """ComfyUI's DEADiff from the state dict of the module's own `official` fixture."""
+    from deadiff_core.checkpoint import adapter_from_state_dict
+    from deadiff_core.comfy_adapter import ComfyDEADiff
+
+    return ComfyDEADiff(adapter_from_state_dict(official, "<memory>", "official checkpoint"))
+
+
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """One real ComfyUI server for the whole session (start-up imports every built-in node)."""
-    from comfy_server import ComfyServer
+    from scripts.comfy_server import ComfyServer
 
     server = ComfyServer(COMFYUI_PATH, REPO_ROOT, str(tmp_path_factory.mktemp("comfyui_base")))
     yield server
@@ -89,20 +97,16 @@ def comfy_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def server(comfy, comfy_server):
-    """The session's server with the files tests/graphs.py's graph names."""
-    from graphs import install_models
+    """The session's server with the files scripts/graphs.py's graph names."""
+    from scripts.graphs import install_models
 
     return install_models(comfy, comfy_server)
 
 
 @pytest.fixture(scope="module")
 def browser(comfy_server):
-    """One headless editor (tests/browser.py) on the session's server, per test module."""
-    from browser import Browser, chromium_missing_reason
+    """One headless editor (scripts/browser.py) on the session's server, per test module."""
+    from support.editor import open_editor
 
-    reason = chromium_missing_reason()
-    if reason:
-        pytest.fail(reason)
-    with Browser() as browser:
-        browser.open(comfy_server.url)
+    with open_editor(comfy_server.url) as browser:
         yield browser

@@ -10,10 +10,8 @@ import types
 import pytest
 import torch
 
-from conftest import COMFYUI_PATH, REPO_ROOT
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-import gpu_check  # noqa: E402
+from benchmarks import gpu_check
+from support.paths import COMFYUI_PATH, REPO_ROOT
 
 UNET_VARIANTS = ["unpatched", "style", "style and content", "style, 4 references concatenated", "style, with a mask"]
 
@@ -47,14 +45,14 @@ def median_of(cell):
 
 
 def test_load_checkpoint_benchmark_runs_at_tiny_size():
-    rows, = tables(run_benchmark("benchmarks/load_checkpoint.py", "--size", "tiny", "--repeats", "1"))
+    rows, = tables(run_benchmark("-m", "benchmarks.load_checkpoint", "--size", "tiny", "--repeats", "1"))
     assert [row[0] for row in rows] == ["official .ckpt"] * 3 + ["adapter fp16", "adapter fp16 + vision"]
     for row in rows:
         assert float(row[3]) > 0 and float(row[5].rstrip("x")) > 0  # adapter MiB, ratio
 
 
 def test_unet_step_benchmark_runs_and_profiles_every_variant_at_tiny_size():
-    output = run_benchmark("benchmarks/unet_step.py", "--tiny", "--rounds", "2", "--profile")
+    output = run_benchmark("-m", "benchmarks.unet_step", "--tiny", "--rounds", "2", "--profile")
     timings, *profiles = tables(output)
     assert [row[0] for row in timings] == UNET_VARIANTS
     assert timings[0][2] == "1.000 (1.000-1.000)"  # the baseline against itself
@@ -65,7 +63,7 @@ def test_unet_step_benchmark_runs_and_profiles_every_variant_at_tiny_size():
 
 
 def test_encoder_throughput_benchmark_runs_at_tiny_size():
-    rows, = tables(run_benchmark("benchmarks/encoder_throughput.py", "--tiny"))
+    rows, = tables(run_benchmark("-m", "benchmarks.encoder_throughput", "--tiny"))
     assert [row[0] for row in rows] == ["1"]
     _, seconds, images_per_second, qformer_seconds, share = rows[0]
     assert median_of(seconds) > 0 and median_of(images_per_second) > 0
@@ -74,7 +72,7 @@ def test_encoder_throughput_benchmark_runs_at_tiny_size():
 
 
 def test_generation_benchmark_runs_cold_and_warm_through_the_server_at_tiny_size():
-    output = run_benchmark("benchmarks/generation.py", "--tiny")
+    output = run_benchmark("-m", "benchmarks.generation", "--tiny")
     totals, nodes = tables(output)
     runs = {row[0]: row[1:] for row in totals}
     assert list(runs) == ["plain SD1.5, cold", "DEADiff, cold", "plain SD1.5, warm", "DEADiff, warm"]
@@ -92,7 +90,7 @@ def test_generation_benchmark_runs_cold_and_warm_through_the_server_at_tiny_size
 
 
 def test_memory_benchmark_sizes_each_branch_choice_at_tiny_size():
-    output = run_benchmark("benchmarks/memory.py", "--tiny")
+    output = run_benchmark("-m", "benchmarks.memory", "--tiny")
     sizes, *vram = tables(output)
     rows = {(row[0], row[1]): [float(cell) for cell in row[2:]] for row in sizes}
     assert list(rows) == [(branches, dtype) for branches in ("both", "style only", "content only")
@@ -159,7 +157,7 @@ def test_gpu_check_dry_run_runs_both_dynamic_vram_settings_and_checks_offloading
 @needs_dynamic_vram
 def test_gpu_check_stops_with_a_message_when_it_cannot_finish_in_time_or_finds_no_gpu():
     def check(*args):
-        return subprocess.run([sys.executable, "benchmarks/gpu_check.py", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", *args], capture_output=True, text=True,
                               cwd=REPO_ROOT, timeout=120)
 
     late = check("--dry-run", "--deadline", str(time.time() + 20))

@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import hostile_pickles
 from deadiff_core.checkpoint import CheckpointError, DiffusionCheckpoint, IPAdapterFile, load_adapter
-from deadiff_core.pickle_globals import unsafe_globals
 from deadiff_core.convert import convert
 from deadiff_core.file_pages import FilePages
 from deadiff_core.layers import layers_of
+from deadiff_core.pickle_globals import unsafe_globals
 from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
+from support import hostile_pickles
 
 pytestmark = [pytest.mark.no_comfyui, pytest.mark.fast]  # core code only: ./scripts/test.sh runs it on one runtime
 

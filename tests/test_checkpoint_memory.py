@@ -1,16 +1,10 @@
 """Loading keeps only the copy resident, not the mmap-ed file's pages: the peak RSS of a load, measured in a
 fresh process by the benchmark's own measurement (benchmarks/load_checkpoint.py)."""
-import os
-import sys
-
 import pytest
 
-from conftest import REPO_ROOT
+from benchmarks.load_checkpoint import measure  # the benchmark's own peak-RSS measurement
 from deadiff_core.convert import convert
 from deadiff_core.synthetic import TINY, OfficialLayout, official_state_dict, save_official_checkpoint
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-from load_checkpoint import measure  # noqa: E402  (the benchmark's own peak-RSS measurement)
 
 pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
 

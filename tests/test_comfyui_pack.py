@@ -1,6 +1,6 @@
 """The pack as ComfyUI loads it: cloned into custom_nodes of a real ComfyUI server."""
-from comfy_server import PACK_FOLDER_NAME
 from deadiff_core.synthetic import save_official_checkpoint
+from scripts.comfy_server import PACK_FOLDER_NAME
 
 
 def test_pack_imports_without_errors(comfy_server):

@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from comfy_server import PACK_FOLDER_NAME, ComfyServer
-from conftest import COMFYUI_PATH, REPO_ROOT
-from graphs import REFERENCE, graph, run_ok, saved_image, write_reference
-from images import save_reference
-from peers import CLIP_VISION_H_FILE, IPADAPTER_FILE, clip_vision_h_file, extract_ipadapter, ipadapter_sd15_file
+from scripts.comfy_server import PACK_FOLDER_NAME, ComfyServer
+from scripts.graphs import REFERENCE, graph, run_ok, saved_image, write_reference
+from scripts.images import save_reference
+from support.paths import COMFYUI_PATH, REPO_ROOT
+from support.peers import CLIP_VISION_H_FILE, IPADAPTER_FILE, clip_vision_h_file, extract_ipadapter, ipadapter_sd15_file
 
 # ComfyUI's patches that touch the UNet DEADiff patches: attn2 weights, attn1 (PAG, ToMe), the output blocks
 COMFY_PATCHES = {

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import REPO_ROOT
 from deadiff_core.checkpoint import load_adapter
 from deadiff_core.synthetic import OfficialLayout, official_state_dict, save_official_checkpoint
-from test_layout import spec_adapter_keys, spec_image_projection_keys, spec_vision_keys
+from support.layout_spec import spec_adapter_keys, spec_image_projection_keys, spec_vision_keys
+from support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.no_comfyui  # core code only: ./scripts/test.sh runs it on one runtime
 

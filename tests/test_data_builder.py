@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import COMFYUI_PATH
 from deadiff_core.data.manifest import read_manifest
+from support.paths import COMFYUI_PATH
 
 SUBJECTS, STYLES = ["a cat", "a lighthouse", "a teapot"], ["watercolor", "pixel art"]
 
@@ -71,7 +71,7 @@ def test_builder_renders_resumes_pairs_and_its_manifest_trains(comfy, tmp_path):
     assert np.abs(again - pixels[lost]).max() <= 1  # batch of 4 then of 1: float round-off at most
     assert all(np.array_equal(np.asarray(Image.open(out / f), dtype=np.int16), p) for f, p in pixels.items() if f != lost)
 
-    from test_train_loop import make_config
+    from support.training import make_config
     from deadiff_core.train.trainer import train
     assert os.path.isfile(train(make_config(str(out / "pairs.jsonl"), tmp_path / "run", optim={"max_steps": 2})))
 

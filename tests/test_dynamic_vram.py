@@ -7,7 +7,7 @@ import torch
 
 from deadiff_core.checkpoint import load_adapter
 from deadiff_core.synthetic import VIT_L_TINY, official_state_dict, save_official_checkpoint
-from sd15 import sd15_unet_model
+from scripts.sd15 import sd15_unet_model
 
 LATENT = (2, 4, 16, 16)  # [cond ; uncond] at 128 px
 

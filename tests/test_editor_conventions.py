@@ -22,11 +22,11 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from browser import Browser
-from comfy_server import PACK_FOLDER_NAME, ComfyServer
-from conftest import COMFYUI_PATH, REPO_ROOT
-from graphs import NODES
 from scripts import build_locales
+from scripts.browser import Browser
+from scripts.comfy_server import PACK_FOLDER_NAME, ComfyServer
+from scripts.graphs import NODES
+from support.paths import COMFYUI_PATH, REPO_ROOT
 
 ARTIFACTS = os.path.join(REPO_ROOT, "tests", "artifacts")
 DOCS = os.path.join(REPO_ROOT, "web", "docs")
@@ -173,9 +173,7 @@ def test_the_server_serves_help_pages_where_the_editor_looks(comfy_server, our_o
 def test_the_node_info_panel_shows_our_help_page_with_its_picture(comfy_server):
     with Browser(settings={"Comfy.Canvas.SelectionToolbox": True}) as browser:
         browser.open(comfy_server.url)
-        browser.new_graph()
-        node = browser.add_node("DEADiffApply", (200, 200))
-        browser.show_nodes([node])
+        browser.new_graph_with("DEADiffApply", (200, 200))
         browser.evaluate("""() => { const ds = window.app.canvas.ds;       // clear of the top bar, for the toolbox
             ds.offset[0] += 300; ds.offset[1] += 300; window.app.canvas.setDirty(true, true); }""")
         browser.click_graph(260, 190)  # the title bar: selects the node, the selection toolbox appears
@@ -200,7 +198,7 @@ def test_the_node_info_panel_shows_our_help_page_with_its_picture(comfy_server):
 def test_en_node_defs_are_what_the_script_generates(pack):
     with open(os.path.join(LOCALES, "en", "nodeDefs.json"), encoding="utf-8") as f:
         assert f.read() == build_locales.render(build_locales.node_defs(*pack)), \
-            "locales/en/nodeDefs.json is stale: run scripts/build_locales.py"
+            "locales/en/nodeDefs.json is stale: run python -m scripts.build_locales"
 
 
 def test_en_node_defs_equal_what_the_server_sends(our_object_info):

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from deadiff_core.checkpoint import load_adapter
 from deadiff_core.synthetic import VIT_L_TINY, official_state_dict, save_official_checkpoint
-from graphs import DEADIFF, run_ok
-from images import save_reference
 from scripts import run_workflow
+from scripts.graphs import DEADIFF, run_ok
+from scripts.images import save_reference
 
 STEMS = ("style_02", "style_03", "style_04")  # three different pictures
 SIZE = (320, 256)  # all of one size: Image Batch would scale a second image to the first's

@@ -5,7 +5,7 @@ import torch
 
 from deadiff_core.checkpoint import adapter_from_state_dict
 from deadiff_core.synthetic import TINY, OfficialLayout, official_state_dict
-from qformer_oracle import TOKEN_IDS, reference_tokens
+from support.qformer_oracle import TOKEN_IDS, reference_tokens
 
 
 @pytest.mark.no_comfyui

@@ -2,7 +2,7 @@
 their real architectures."""
 import numpy as np
 
-from graphs import NODES, graph, run_ok, saved_image
+from scripts.graphs import NODES, graph, run_ok, saved_image
 
 
 def test_object_info_lists_every_node_with_its_types(server):
@@ -56,11 +56,11 @@ def test_headless_workflow_runner(server, tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO_ROOT
+    from support.paths import REPO_ROOT
 
     workflow = tmp_path / "workflow_api.json"
     workflow.write_text(json.dumps(graph()))
-    command = [sys.executable, "scripts/run_workflow.py", str(workflow), "--url", server.url, "--set", "9.seed=77"]
+    command = [sys.executable, "-m", "scripts.run_workflow", str(workflow), "--url", server.url, "--set", "9.seed=77"]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("11 images: output/") and done.stdout.strip().endswith(".png")
@@ -71,7 +71,7 @@ def test_headless_workflow_runner(server, tmp_path):
 
 
 def test_lora_and_controlnet_compose_with_deadiff_in_either_order(server, comfy):
-    from sd15 import sd15_controlnet_file, sd15_lora_file
+    from scripts.sd15 import sd15_controlnet_file, sd15_lora_file
 
     sd15_lora_file(server.model_path("loras", "random_lora.safetensors"), seed=31)
     sd15_controlnet_file(comfy, server.model_path("controlnet", "random_canny.safetensors"), seed=32)
@@ -99,7 +99,7 @@ def test_lora_and_controlnet_compose_with_deadiff_in_either_order(server, comfy)
 
 
 def test_mix_with_all_weight_on_one_reference_equals_that_reference(server):
-    from images import save_reference
+    from scripts.images import save_reference
 
     save_reference(server.input_path("deadiff_style_03.jpeg"), "style_03")
     mixed = graph()

@@ -17,13 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import Browser, chromium_missing_reason
-from comfy_server import PACK_FOLDER_NAME, ComfyServer
-from conftest import COMFYUI_PATH, REPO_ROOT
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-import build_workflows  # noqa: E402
-import render_thumbnails  # noqa: E402
+from scripts import build_workflows, render_thumbnails
+from scripts.browser import Browser, chromium_missing_reason
+from scripts.comfy_server import PACK_FOLDER_NAME, ComfyServer
+from support.paths import COMFYUI_PATH, REPO_ROOT
 
 FOLDER = os.path.join(REPO_ROOT, "example_workflows")
 NAMES = sorted(os.path.basename(path)[:-5] for path in glob.glob(os.path.join(FOLDER, "*.json")))
@@ -79,7 +76,7 @@ def test_every_workflow_has_a_thumbnail_that_is_a_picture_of_a_graph():
     assert len(NAMES) >= 8
     for name in NAMES:
         path = os.path.join(FOLDER, f"{name}.jpg")
-        assert os.path.isfile(path), f"{name}: no thumbnail; run scripts/render_thumbnails.py"
+        assert os.path.isfile(path), f"{name}: no thumbnail; run python -m scripts.render_thumbnails"
         assert 2_000 < os.path.getsize(path) <= 100_000, path
         image = Image.open(path)
         assert image.format == "JPEG" and image.size == (render_thumbnails.SIZE, render_thumbnails.SIZE), path
@@ -179,7 +176,7 @@ def test_a_workflow_whose_models_are_missing_names_them_in_the_editor(editor):
 def test_the_thumbnails_are_the_editor_s_render(bare_server, tmp_path):
     """scripts/render_thumbnails.py renders every workflow again; on the reference runtime (where the committed
     ones were rendered) each committed thumbnail is close to its own fresh render and far from the others'."""
-    done = subprocess.run([sys.executable, "scripts/render_thumbnails.py", "--url", bare_server.url, "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "scripts.render_thumbnails", "--url", bare_server.url, "--out", str(tmp_path)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     fresh = {name: picture((tmp_path / f"{name}.jpg").read_bytes()) for name in NAMES}

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from browser import Browser
-from comfy_server import ComfyServer
+from scripts.browser import Browser
+from scripts.comfy_server import ComfyServer
 
 pytestmark = pytest.mark.fast
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import Browser
-from comfy_server import PACK_FOLDER_NAME as PACK_FOLDER
-from conftest import REPO_ROOT
 from deadiff_core.layer_weights import PRESETS, format_weights, parse_layer_weights
 from deadiff_core.layers import SD15_LAYERS
 from deadiff_core.synthetic import OfficialLayout, official_state_dict, save_official_checkpoint
-from test_layout import SPEC_LAYERS, SPEC_RESOLUTIONS
+from scripts.browser import Browser
+from scripts.comfy_server import PACK_FOLDER_NAME as PACK_FOLDER
+from support.layout_spec import SPEC_LAYERS, SPEC_RESOLUTIONS
+from support.paths import REPO_ROOT
 
 ARTIFACTS = os.path.join(REPO_ROOT, "tests", "artifacts")
 # the real ViT-L/14 (DEADiff Encode needs its 257 x 1024 tokens), one small Q-Former, style branch only

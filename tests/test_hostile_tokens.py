@@ -13,7 +13,7 @@ from deadiff_core.synthetic import TINY, official_state_dict
 from deadiff_core.token_bounds import MAX_REFERENCES, MAX_TOKENS_PER_REFERENCE, check_magnitudes, token_bound
 from deadiff_core.token_io import FORMAT, VERSION, load_tokens
 from deadiff_core.tokens import ReferenceTokens
-from graphs import E2E_LAYOUT, assert_refused, assert_refused_and_still_serving, assert_still_serving, graph, run_ok
+from scripts.graphs import E2E_LAYOUT, assert_refused, assert_refused_and_still_serving, assert_still_serving, graph, run_ok
 
 GiB = 2 ** 30
 
@@ -148,7 +148,7 @@ def test_attention_that_overflows_is_reported_instead_of_a_black_image(comfy):
     from deadiff_core.comfy_adapter import ComfyDEADiff
     from deadiff_core.comfy_patch import InjectionSettings, apply_deadiff
     from deadiff_core.finite_check import NonFiniteAttentionError
-    from sd15 import sd15_unet_model
+    from scripts.sd15 import sd15_unet_model
 
     deadiff = ComfyDEADiff(adapter_from_state_dict(
         official_state_dict(E2E_LAYOUT, seed=12, with_vision=False, with_other_parts=False), "<memory>", "official checkpoint"))

@@ -6,8 +6,8 @@ import torch
 from deadiff_core.checkpoint import adapter_from_state_dict
 from deadiff_core.synthetic import OfficialLayout, official_state_dict
 from deadiff_core.tokens import ReferenceTokens
-from sd15 import SD15_UNET, sd15_unet_model
-from test_layout import SPEC_LAYERS
+from scripts.sd15 import SD15_UNET, sd15_unet_model
+from support.layout_spec import SPEC_LAYERS
 
 # a small Q-Former, but the real token width (768) and real layer widths, so it fits SD1.5
 LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer_layers=1, intermediate=64, vocab=4200,
@@ -24,12 +24,6 @@ def unet(comfy):
 @pytest.fixture(scope="module")
 def official():
     return official_state_dict(LAYOUT, seed=12, scale=0.05, with_vision=False, with_other_parts=False)
-
-
-@pytest.fixture(scope="module")
-def deadiff(comfy, official):
-    from deadiff_core.comfy_adapter import ComfyDEADiff
-    return ComfyDEADiff(adapter_from_state_dict(official, "<memory>", "official checkpoint"))
 
 
 @pytest.fixture(scope="module")

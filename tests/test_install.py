@@ -6,9 +6,9 @@ import subprocess
 import sys
 import tomllib
 
-from comfy_server import PACK_FOLDER_NAME, ComfyServer, pack_log_problems
-from conftest import COMFYUI_PATH, REPO_ROOT
-from graphs import NODES
+from scripts.comfy_server import PACK_FOLDER_NAME, ComfyServer, pack_log_problems
+from scripts.graphs import NODES
+from support.paths import COMFYUI_PATH, REPO_ROOT
 
 
 def cloned_pack(base_dir):

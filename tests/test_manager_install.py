@@ -46,9 +46,9 @@ import uuid
 
 import pytest
 
-from comfy_server import PACK_FOLDER_NAME, ComfyServer, pack_log_problems
-from conftest import COMFYUI_PATH, REPO_ROOT
-from graphs import NODES
+from scripts.comfy_server import PACK_FOLDER_NAME, ComfyServer, pack_log_problems
+from scripts.graphs import NODES
+from support.paths import COMFYUI_PATH, REPO_ROOT
 
 MANAGER_FILES = os.path.join("user", "__manager")  # under the base directory's user/
 # what a channel holds: the Manager's start-up caches every one (a missing one is an error in the log)

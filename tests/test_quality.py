@@ -14,12 +14,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from comfy_server import free_port
-from conftest import COMFYUI_PATH, REPO_ROOT
-from graphs import CHECKPOINT, DEADIFF
-from images import save_reference
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+from scripts.comfy_server import free_port
+from scripts.graphs import CHECKPOINT, DEADIFF
+from scripts.images import save_reference
+from support.paths import COMFYUI_PATH, REPO_ROOT
 
 SIZE = 64  # generated images, references and both metric ViTs' input: no resizing anywhere
 CLIP_MEAN, CLIP_STD = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
@@ -109,7 +107,7 @@ def reference_set(tmp_path_factory):
 
 
 def quality(*args):
-    result = subprocess.run([sys.executable, "benchmarks/quality.py", *args], cwd=REPO_ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "benchmarks.quality", *args], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
@@ -166,7 +164,7 @@ def test_quality_harness_generates_scores_and_reports(server, metric_weights, re
 
 
 def run_main(*argv):
-    import quality
+    from benchmarks import quality
 
     return quality.main(list(argv))
 

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-import hostile_pickles
 from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
-from graphs import assert_refused_and_still_serving, graph, run_ok
-from sd15 import sdxl_shaped_unet_file
+from scripts.graphs import assert_refused_and_still_serving, graph, run_ok
+from scripts.sd15 import sdxl_shaped_unet_file
+from support import hostile_pickles
 
 
 def with_image(name):
@@ -121,7 +121,7 @@ def marker(server):
 
 
 def hostile_file(name, make):
-    """A model file whose pickle carries code (tests/hostile_pickles.py), chosen in DEADiff Loader."""
+    """A model file whose pickle carries code (tests/support/hostile_pickles.py), chosen in DEADiff Loader."""
     def build(server):
         make(Path(server.model_path("deadiff", name)), marker(server))
         prompt = graph()
@@ -238,7 +238,7 @@ def test_a_broken_link_in_models_deadiff_is_not_offered_and_is_explained(server,
     what the link is and what to do (instead of ComfyUI's bare "Value not in list")."""
     import os
 
-    from graphs import DEADIFF
+    from scripts.graphs import DEADIFF
 
     for name, target in links.items():
         os.symlink(target.format(base=server.base_dir), server.model_path("deadiff", name))

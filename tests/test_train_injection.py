@@ -4,9 +4,8 @@ same 16 layers, narrow channels), against a written-out per-row joint softmax
 import pytest
 import torch
 
-from deadiff_core.checkpoint import adapter_from_state_dict
 from deadiff_core.synthetic import OfficialLayout, official_state_dict
-from test_layout import SPEC_LAYERS
+from support.layout_spec import SPEC_LAYERS
 
 # the real token width (768) and the tiny UNet's layer widths (32/64/128)
 LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer_layers=1, intermediate=64, vocab=4200,
@@ -27,12 +26,6 @@ def unet(comfy):
 @pytest.fixture(scope="module")
 def official():
     return official_state_dict(LAYOUT, seed=4, scale=0.05, with_vision=False, with_other_parts=False)
-
-
-@pytest.fixture(scope="module")
-def deadiff(comfy, official):
-    from deadiff_core.comfy_adapter import ComfyDEADiff
-    return ComfyDEADiff(adapter_from_state_dict(official, "<memory>", "official checkpoint"))
 
 
 def batch(rows=3, seed=5):

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from conftest import REPO_ROOT
-from test_layout import spec_adapter_keys, spec_image_projection_keys, spec_vision_keys
+from support.layout_spec import spec_adapter_keys, spec_image_projection_keys, spec_vision_keys
+from support.paths import REPO_ROOT
 
 GiB = 2 ** 30
 

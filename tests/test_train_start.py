@@ -8,7 +8,7 @@ import torch
 
 from deadiff_core.layers import SD15_LAYERS
 from deadiff_core.synthetic import OfficialLayout
-from test_train_loop import make_config, trainer, write_pairs
+from support.training import make_config, trainer, write_pairs
 
 # BLIP-Diffusion's layout at a small size: the real token width (768, the UNet's text context) and the
 # tiny backbone's vision width (32)
@@ -109,7 +109,7 @@ def test_an_adapter_trained_on_a_full_size_sd15_generates_through_the_real_nodes
     import numpy as np
 
     from deadiff_core.train.trainer import train
-    from graphs import CHECKPOINT, DEADIFF, graph, run_ok, saved_image
+    from scripts.graphs import CHECKPOINT, DEADIFF, graph, run_ok, saved_image
 
     manifest = write_pairs(str(tmp_path / "pairs"), count=3)
     config = make_config(manifest, tmp_path / "run", model={"factory": "", "checkpoint": server.model_path("checkpoints", CHECKPOINT)},

@@ -11,8 +11,8 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from deadiff_core.checkpoint import adapter_from_state_dict
 from deadiff_core.synthetic import OfficialLayout, _Random, official_state_dict, vision_encoder
-from images import reference_image as synthetic_reference
-from qformer_oracle import reference_tokens
+from scripts.images import reference_image as synthetic_reference
+from support.qformer_oracle import reference_tokens
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
@@ -59,7 +59,7 @@ def vit():
 
 
 def reference_image(name="style_01"):
-    """A synthetic reference (tests/images.py) as ComfyUI's IMAGE: (1, height, width, 3) floats in [0, 1]."""
+    """A synthetic reference (scripts/images.py) as ComfyUI's IMAGE: (1, height, width, 3) floats in [0, 1]."""
     image = np.asarray(synthetic_reference(name), dtype=np.float32) / 255
     return torch.from_numpy(image).unsqueeze(0)
 

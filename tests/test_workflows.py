@@ -12,15 +12,13 @@ import sys
 
 import pytest
 
-from browser import Browser, chromium_missing_reason
-from comfy_server import PACK_FOLDER_NAME
-from conftest import REPO_ROOT
-from images import reference_image
-from graphs import CHECKPOINT, DEADIFF, run_ok
-from sd15 import sd15_controlnet_file, sd15_lora_file
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-import build_workflows  # noqa: E402
+from scripts import build_workflows
+from scripts.comfy_server import PACK_FOLDER_NAME
+from scripts.graphs import CHECKPOINT, DEADIFF, run_ok
+from scripts.images import reference_image
+from scripts.sd15 import sd15_controlnet_file, sd15_lora_file
+from support.editor import open_editor
+from support.paths import REPO_ROOT
 
 WORKFLOWS = sorted(glob.glob(os.path.join(REPO_ROOT, "example_workflows", "*.json")))
 # save before reuse: deadiff_reuse_tokens loads what deadiff_save_tokens wrote
@@ -46,11 +44,8 @@ def stand_ins(comfy, server):
 
 @pytest.fixture(scope="module")
 def editor(stand_ins):
-    reason = chromium_missing_reason()
-    if reason:
-        pytest.fail(reason)
-    with Browser() as browser:
-        yield browser.open(stand_ins.url)
+    with open_editor(stand_ins.url) as browser:
+        yield browser
 
 
 def test_committed_workflows_match_the_node_definitions(server):
@@ -66,7 +61,7 @@ def test_committed_workflows_match_the_node_definitions(server):
             committed = json.load(f)
         assert build_workflows.problems(committed, object_info) == [], path
         if reference:
-            assert committed == built[os.path.basename(path)[:-5]], f"{path}: run scripts/build_workflows.py"
+            assert committed == built[os.path.basename(path)[:-5]], f"{path}: run python -m scripts.build_workflows"
 
 
 def test_the_fit_check_finds_what_does_not_fit(server):
@@ -121,7 +116,7 @@ def test_workflow_loads_in_the_editor_converts_and_runs(stand_ins, editor, path)
 
 
 def test_build_script_runs_against_a_server(server, tmp_path):
-    done = subprocess.run([sys.executable, "scripts/build_workflows.py", "--url", server.url, "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "scripts.build_workflows", "--url", server.url, "--out", str(tmp_path)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(list(tmp_path.glob("*.json"))) == len(WORKFLOWS)

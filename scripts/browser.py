@@ -19,7 +19,7 @@ import shutil
 import time
 import urllib.request
 
-from fast_tier import refuse_in_fast_tier
+from scripts.fast_tier import refuse_in_fast_tier
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
@@ -212,6 +212,13 @@ class Browser:
     def new_graph(self):
         """Empty the current graph (like starting a blank workflow)."""
         self.evaluate("() => { window.app.clean(); window.app.graph.clear(); window.app.canvas.setDirty(true, true); }")
+
+    def new_graph_with(self, node_type, pos=(100, 100)):
+        """Empty the graph, add one `node_type` node at `pos` and bring it into view; returns its id."""
+        self.new_graph()
+        node = self.add_node(node_type, pos)
+        self.show_nodes([node])
+        return node
 
     def add_node(self, node_type, pos=(100, 100), widgets=None):
         """Add a node of `node_type` at graph position `pos`, optionally setting widget values by name.

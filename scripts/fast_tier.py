@@ -1,6 +1,6 @@
 """The fast tier's promise (no server, no browser), checked where those start: comfy_server.py and browser.py.
-conftest.py names the running test in DEADIFF_FAST_TEST when it is marked fast. Imports nothing of the project,
-so scripts that borrow browser.py (scripts/render_thumbnails.py) can import it too."""
+tests/conftest.py names the running test in DEADIFF_FAST_TEST when it is marked fast; outside pytest (benchmarks,
+scripts/render_thumbnails.py) it is unset and nothing is refused."""
 import os
 
 

@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 
 from deadiff_core.synthetic import OfficialLayout, official_state_dict, save_official_checkpoint
-from images import save_reference
-from sd15 import sd15_checkpoint
+from scripts.images import save_reference
+from scripts.sd15 import sd15_checkpoint
 
 # the real ViT-L/14 and token width; a one-layer Q-Former keeps the file at about 1.4 GB
 E2E_LAYOUT = OfficialLayout(qformer_layers=1, intermediate=256, vocab=4200, positions=16, proj_hidden=256)
@@ -29,7 +29,7 @@ def install_models(comfy, server, deadiff_layout=E2E_LAYOUT):
 
 
 def write_reference(path):
-    """The style reference the graphs load: the synthetic 2:3 portrait "style_01" (tests/images.py)."""
+    """The style reference the graphs load: the synthetic 2:3 portrait "style_01" (scripts/images.py)."""
     save_reference(path, "style_01")
 
 

@@ -7,7 +7,9 @@ import tarfile
 import torch
 from safetensors.torch import save_file
 
-PEERS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "peers")
+from support.paths import REPO_ROOT
+
+PEERS = os.path.join(os.path.dirname(REPO_ROOT), "shared", "peers")
 IPADAPTER_ARCHIVE = os.path.join(PEERS, "ComfyUI_IPAdapter_plus-9d076a3.tar.gz")
 IPADAPTER_FILE, CLIP_VISION_H_FILE = "ip-adapter_sd15.safetensors", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
 # IPAdapter_plus's SD1.5 layer order (its module keys 1, 3, ..., 31): input 1 2 4 5 7 8, output 3-11, middle

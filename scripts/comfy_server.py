@@ -7,8 +7,8 @@ import sys
 import time
 import urllib.error
 
-from fast_tier import refuse_in_fast_tier
 from scripts import run_workflow
+from scripts.fast_tier import refuse_in_fast_tier
 
 PACK_FOLDER_NAME = "ComfyUI-DEADiff"
 # the cheapest prompt ComfyUI accepts (it needs an output node)

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from benchmarks.harness import OtherProcesses, ROOT, comfyui_path, command_line, describe_run, import_comfy, ratios_to, round_robin, spread
+from benchmarks.harness import OtherProcesses, ROOT, command_line, describe_run, ratios_to, round_robin, spread
+from deadiff_core.comfy_runtime import comfyui_path, import_comfy
 from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout
 from scripts.comfy_server import ComfyServer
 from scripts.graphs import CHECKPOINT, DEADIFF, graph, install_models

@@ -43,7 +43,8 @@ import time
 import torch
 
 from benchmarks.generation import COLD, PIPELINES, WARM, Run, check_cold, measure, report_totals, timed_run
-from benchmarks.harness import ROOT, comfyui_path, import_comfy, ratios_to, root_on_pythonpath, spread
+from benchmarks.harness import ROOT, ratios_to, root_on_pythonpath, spread
+from deadiff_core.comfy_runtime import comfyui_path, import_comfy
 from scripts.comfy_server import FLUSH_PROMPT, PACK_FOLDER_NAME, ComfyServer
 from scripts.graphs import CHECKPOINT, DEADIFF, REFERENCE, graph, write_reference
 

@@ -1,12 +1,14 @@
-"""What the benchmarks share: ComfyUI imported as a library, interleaved timing, medians and spreads."""
+"""What the benchmarks share: their command lines, interleaved timing, medians and spreads (ComfyUI is imported
+by deadiff_core.comfy_runtime, as everywhere outside a server)."""
 import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 
 import torch
+
+from deadiff_core.comfy_runtime import import_comfy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,33 +43,12 @@ def setup(args):
     """Apply the common options; return ComfyUI, the clock to time with and the clock's name for the report."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    comfy = import_comfy(args.pytorch_attention)
+    comfy = import_comfy(pytorch_attention=args.pytorch_attention)
     if not args.cpu_time:
         return comfy, time.perf_counter, "wall-clock seconds"
     if torch.cuda.is_available():
         raise SystemExit("--cpu-time measures CPU work; on a GPU, time wall-clock seconds")
     return comfy, time.process_time, "CPU seconds of this process"
-
-
-def comfyui_path():
-    """COMFYUI_PATH, else the ComfyUI that ./scripts/setup.sh installed."""
-    if os.environ.get("COMFYUI_PATH"):
-        return os.environ["COMFYUI_PATH"]
-    with open(os.path.join(ROOT, ".venv", "comfyui-path")) as f:
-        return f.read().strip()
-
-
-def import_comfy(pytorch_attention=False):
-    """The ComfyUI runtime as a library."""
-    sys.path.insert(0, comfyui_path())
-    from comfy.cli_args import args  # parses no command line when imported as a library
-
-    # read once, when comfy.model_management is first imported
-    args.cpu = not torch.cuda.is_available()
-    args.use_pytorch_cross_attention = pytorch_attention
-    import comfy.model_management
-    import comfy.ops
-    return comfy
 
 
 def device_and_dtype():

@@ -20,14 +20,16 @@ import tempfile
 
 import torch
 
-from benchmarks.harness import command_line, device_and_dtype, import_comfy
+from benchmarks.harness import command_line, device_and_dtype
 
 from deadiff_core.checkpoint import load_adapter
+from deadiff_core.comfy_runtime import import_comfy
 from deadiff_core.layers import BRANCHES, CONTENT, MODES, STYLE
+from deadiff_core.precision import DTYPES
 from deadiff_core.synthetic import VIT_L_TINY, OfficialLayout, official_state_dict, save_official_checkpoint
 from deadiff_core.tokens import ReferenceTokens
 
-DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+WEIGHT_PRECISIONS = ("fp16", "fp32")
 MIB = 2**20
 # what Load DEADiff Model's `branches` choices load
 LOADABLE_BRANCHES = {"both": BRANCHES, "style only": (STYLE,), "content only": (CONTENT,)}
@@ -60,8 +62,8 @@ def resident_sizes(comfy, path):
           "held MiB | ComfyUI's patchers MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for choice, branches in LOADABLE_BRANCHES.items():
-        for dtype_name, dtype in DTYPES.items():
-            sizes = adapter_sizes(load_deadiff(comfy, path, branches, dtype))
+        for dtype_name in WEIGHT_PRECISIONS:
+            sizes = adapter_sizes(load_deadiff(comfy, path, branches, DTYPES[dtype_name]))
             print(f"| {choice} | {dtype_name} | " + " | ".join(f"{size:.1f}" for size in sizes) + " |")
             gc.collect()  # the adapter goes before the next one loads
 

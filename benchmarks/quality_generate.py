@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from PIL import Image
 
 from scripts import run_workflow
+from scripts.build_workflows import NEGATIVE  # the official inference's negative prompt
 
-# spec section 5: the official inference defaults
-NEGATIVE_PROMPT = ("over-exposure, under-exposure, saturated, duplicate, out of frame, lowres, cropped, worst quality, "
-                   "low quality, jpeg artifacts, morbid, mutilated, out of frame, ugly, bad anatomy, bad proportions, "
-                   "deformed, blurry, duplicate")
 UPLOAD_PREFIX = "deadiff_quality_"
 
 
@@ -51,7 +48,7 @@ def graph(settings, case, method, reference_image):
     prompt = {
         "checkpoint": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": settings.checkpoint}},
         "positive": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["checkpoint", 1], "text": case.prompt.text}},
-        "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["checkpoint", 1], "text": NEGATIVE_PROMPT}},
+        "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["checkpoint", 1], "text": NEGATIVE}},
         "latent": {"class_type": "EmptyLatentImage",
                    "inputs": {"width": settings.size, "height": settings.size, "batch_size": 1}},
         "sampler": {"class_type": "KSampler", "inputs": {

@@ -13,9 +13,9 @@ import math
 import os
 
 import torch
-from PIL import Image
 
-from benchmarks.harness import import_comfy
+from deadiff_core.clip_embeddings import ClipEmbeddings, read_rgb, unit
+from deadiff_core.comfy_runtime import import_comfy
 
 COLUMNS = {"text_alignment": "text alignment (CLIP)", "style_clip": "style similarity (CLIP)",
            "style_csd": "style similarity (CSD)", "aesthetic": "aesthetic"}
@@ -45,29 +45,11 @@ def read_weights(path, flag):
         raise SystemExit(f"{flag} {path}: not readable as PyTorch weights ({type(e).__name__}: {e})") from None
 
 
-class Clip:
-    """Unit-length CLIP embeddings of images and texts."""
-
-    def __init__(self, folder):
-        from transformers import CLIPModel, CLIPProcessor
-
-        try:
-            self.model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
-            self.processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"--clip {folder}: cannot load it as a CLIP model with its processor ({e})") from None
-
-    @torch.no_grad()
-    def images(self, images):
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.model.device)
-        pooled = self.model.vision_model(pixel_values=pixels).pooler_output
-        return _unit(self.model.visual_projection(pooled))
-
-    @torch.no_grad()
-    def texts(self, texts):
-        tokens = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True).to(self.model.device)
-        pooled = self.model.text_model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
-        return _unit(self.model.text_projection(pooled))
+def load_clip(folder):
+    try:
+        return ClipEmbeddings(folder)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--clip {folder}: cannot load it as a CLIP model with its processor ({e})") from None
 
 
 class CSD:
@@ -98,7 +80,7 @@ class CSD:
     @torch.no_grad()
     def images(self, images):
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.model.device)
-        return _unit(self.model(pixel_values=pixels).image_embeds)
+        return unit(self.model(pixel_values=pixels).image_embeds)
 
 
 def _vision_config(config_class, vision, projection_dim):
@@ -143,7 +125,7 @@ class Scorer:
 
     def __init__(self, clip, csd=None, aesthetic=None):
         check_files(clip, csd, aesthetic)
-        self.clip = Clip(clip)
+        self.clip = load_clip(clip)
         self.csd = CSD(csd) if csd else None
         width = self.clip.model.config.projection_dim
         self.aesthetic = Aesthetic(aesthetic, width) if aesthetic else None
@@ -161,8 +143,8 @@ class Scorer:
 
     def score(self, triples):
         """[{metric: value}] in the triples' order."""
-        images = _embed(_of_files(self.clip.images), [image for image, _, _ in triples])
-        references = _embed(_of_files(self.clip.images), [reference for _, reference, _ in triples])
+        images = _embed(self.clip.image_files, [image for image, _, _ in triples])
+        references = _embed(self.clip.image_files, [reference for _, reference, _ in triples])
         texts = _embed(self.clip.texts, [prompt for _, _, prompt in triples])
         scores = {"text_alignment": (images * texts).sum(-1), "style_clip": (images * references).sum(-1)}
         if self.csd:
@@ -185,8 +167,4 @@ def _embed(embed, items):
 
 def _of_files(embed_images):
     """An image embedder that takes file paths."""
-    return lambda paths: embed_images([Image.open(path).convert("RGB") for path in paths])
-
-
-def _unit(x):
-    return torch.nn.functional.normalize(x.float(), dim=-1)
+    return lambda paths: embed_images([read_rgb(path) for path in paths])

@@ -12,14 +12,12 @@ import argparse
 import os
 import sys
 
-import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .checkpoint import ADAPTER_FORMAT, ADAPTER_FORMAT_VERSION, CheckpointError, adapter_layout, read_state_dict
 from .file_pages import FilePages
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+from .precision import DTYPES
 
 
 def convert(src, dst, with_vision=False, dtype="fp16", force=False, progress=True):

@@ -2,17 +2,15 @@
 import comfy.model_management
 import comfy.ops
 import folder_paths
-import torch
 
 from ..deadiff_core.checkpoint import CheckpointError, load_adapter
 from ..deadiff_core.comfy_adapter import ComfyDEADiff
 from ..deadiff_core.layers import CONTENT, STYLE
+from ..deadiff_core.precision import DTYPES
 from . import model_folder
 from .errors import node_error
 
 model_folder.register()
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # the `branches` choices -> load_adapter(branches=...); None loads every branch the file has
 BRANCH_CHOICES = {"both": None, "style only": (STYLE,), "content only": (CONTENT,)}

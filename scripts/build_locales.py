@@ -6,7 +6,8 @@ keyed like this file.
     COMFYUI_PATH=/path/to/ComfyUI .venv/bin/python -m scripts.build_locales --check  # exit 1 if stale
 
 The node modules import ComfyUI (folder_paths, comfy.model_management), so this runs with a ComfyUI on
-the path: COMFYUI_PATH, else .comfyui/ComfyUI (what ./scripts/setup.sh puts there).
+the path: --comfyui, else the one deadiff_core.comfy_runtime finds (COMFYUI_PATH, the ComfyUI whose
+custom_nodes/ holds the pack, the one ./scripts/setup.sh installed).
 
 The layout is the editor's: nodeDefs.<node>.{display_name, description, inputs.<input>.{name, tooltip},
 outputs.<index>.{name, tooltip}}.
@@ -17,6 +18,8 @@ import json
 import os
 import sys
 
+from deadiff_core.comfy_runtime import import_comfy
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EN_NODE_DEFS = os.path.join(ROOT, "locales", "en", "nodeDefs.json")
 PACKAGE = "deadiff_pack_for_locales"
@@ -25,13 +28,7 @@ PACKAGE = "deadiff_pack_for_locales"
 def load_pack(comfyui_path=None):
     """The pack's (NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS), imported as ComfyUI imports a
     custom node folder."""
-    comfyui_path = comfyui_path or os.environ.get("COMFYUI_PATH") or os.path.join(ROOT, ".comfyui", "ComfyUI")
-    if comfyui_path not in sys.path:
-        sys.path.insert(0, comfyui_path)
-    import torch
-    from comfy.cli_args import args
-
-    args.cpu = args.cpu or not torch.cuda.is_available()
+    import_comfy(comfyui_path)
     module = sys.modules.get(PACKAGE)
     if module is None:
         spec = importlib.util.spec_from_file_location(PACKAGE, os.path.join(ROOT, "__init__.py"),
@@ -70,7 +67,7 @@ def render(defs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when the file is stale")
-    parser.add_argument("--comfyui", help="the ComfyUI folder (default: COMFYUI_PATH, else .comfyui/ComfyUI)")
+    parser.add_argument("--comfyui", help="the ComfyUI folder (default: COMFYUI_PATH, else the one ./scripts/setup.sh installed)")
     args = parser.parse_args()
     text = render(node_defs(*load_pack(args.comfyui)))
     current = open(EN_NODE_DEFS, encoding="utf-8").read() if os.path.exists(EN_NODE_DEFS) else None

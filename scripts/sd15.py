@@ -4,26 +4,7 @@ an SDXL-family UNet file (Segmind Vega's shape, the smallest) for refusal tests.
 import torch
 from safetensors.torch import save_file
 
-# comfy/model_detection.py's SD15 UNet configuration
-SD15_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-             "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
-             "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
-             "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
-             "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-             "use_temporal_attention": False, "use_temporal_resblock": False}
-SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4],
-          "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
-
-
-def randomize(module, seed, std=0.05):
-    """Fill every parameter (ComfyUI's modules start uninitialised): norms near 1, the rest N(0, std)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=generator) * std
-            is_norm_scale = p.ndim == 1 and "norm" in name and name.endswith("weight")
-            p.copy_(1 + noise if is_norm_scale else noise)
-    return module
+from deadiff_core.sd15 import SD15_UNET, SD_VAE, random_init
 
 
 def sd15_unet_model(comfy, seed=0, std=0.05):
@@ -34,7 +15,7 @@ def sd15_unet_model(comfy, seed=0, std=0.05):
     config = comfy.model_detection.model_config_from_unet_config(dict(SD15_UNET, dtype=torch.float32))
     config.set_inference_dtype(torch.float32, torch.float32)
     model = config.get_model({}, device="cpu")
-    randomize(model.diffusion_model, seed, std)
+    random_init(model.diffusion_model, seed, std)
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
@@ -44,8 +25,8 @@ def sd15_checkpoint(comfy, path, seed=0, dtype=torch.float16):
     import comfy.sd1_clip
 
     unet = sd15_unet_model(comfy, seed).model.diffusion_model
-    vae = randomize(comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=SD_VAE, embed_dim=4), seed + 1)
-    clip = randomize(comfy.sd1_clip.SDClipModel(dtype=torch.float32), seed + 2, std=0.02)
+    vae = random_init(comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=SD_VAE, embed_dim=4), seed + 1)
+    clip = random_init(comfy.sd1_clip.SDClipModel(dtype=torch.float32), seed + 2, std=0.02)
     sd = {}
     for prefix, module in (("model.diffusion_model.", unet), ("first_stage_model.", vae), ("cond_stage_model.", clip)):
         sd.update({prefix + k: v.to(dtype) if v.is_floating_point() else v for k, v in module.state_dict().items()})
@@ -76,7 +57,7 @@ def sd15_controlnet_file(comfy, path, seed=0):
     config = {k: v for k, v in SD15_UNET.items() if k != "out_channels"}
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, dtype=torch.float32, device="cpu",
                                      operations=comfy.ops.disable_weight_init, **config)
-    randomize(net, seed)
+    random_init(net, seed)
     save_file({"control_model." + k: v.to(torch.float16).contiguous() for k, v in net.state_dict().items()}, str(path))
 
 

@@ -1,11 +1,11 @@
 """Shared fixtures. Tests run against the real ComfyUI runtime named by COMFYUI_PATH
 (./scripts/test.sh sets it up and exports it)."""
 import os
-import sys
 
 import pytest
 import torch
 
+from deadiff_core.comfy_runtime import import_comfy
 from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
 from support.paths import COMFYUI_PATH, REPO_ROOT
 
@@ -44,14 +44,9 @@ def pytest_terminal_summary(terminalreporter, config):
 
 @pytest.fixture(scope="session")
 def comfy():
-    """The real ComfyUI runtime, imported as a library (CPU when there is no GPU)."""
-    if COMFYUI_PATH not in sys.path:
-        sys.path.insert(0, COMFYUI_PATH)
-    from comfy.cli_args import args
-    args.cpu = not torch.cuda.is_available()
+    """The real ComfyUI runtime at COMFYUI_PATH, imported as a library (CPU when there is no GPU)."""
+    import_comfy(COMFYUI_PATH)
     import comfy.clip_vision
-    import comfy.model_management
-    import comfy.ops
     return comfy
 
 

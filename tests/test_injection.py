@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from deadiff_core.checkpoint import adapter_from_state_dict
+from deadiff_core.sd15 import SD15_UNET
 from deadiff_core.synthetic import OfficialLayout, official_state_dict
 from deadiff_core.tokens import ReferenceTokens
-from scripts.sd15 import SD15_UNET, sd15_unet_model
+from scripts.sd15 import sd15_unet_model
+from support.attention_oracle import written_out_attention
 from support.layout_spec import SPEC_LAYERS
 
 # a small Q-Former, but the real token width (768) and real layer widths, so it fits SD1.5
@@ -65,36 +67,14 @@ def reference_run(unet, official, inputs, tokens_by_branch, weights, layer_weigh
 
     tokens_by_branch[branch]: see rows_of (the [T, 768] set of the conditional row, or each row's own).
     """
-    diffusion_model = unet.model.diffusion_model
-    originals = {}
-
-    def make_forward(attn2, index, block, branch):
-        prefix = f"model.diffusion_model.{block}.transformer_blocks.0.attn2."
-        w_k, w_v = official[prefix + "i_to_k.weight"], official[prefix + "i_to_v.weight"]
+    def image_tokens(index, branch):
+        img = rows_of(tokens_by_branch[branch])
         key_weight = weights[branch] * layer_weights[index]
         value_weight = (value_weights or weights)[branch] * layer_weights[index]
+        return key_weight * img, value_weight * img
 
-        def forward(x, context=None, value=None, mask=None, transformer_options={}):
-            q, k, v = attn2.to_q(x), attn2.to_k(context), attn2.to_v(context)
-            img = rows_of(tokens_by_branch[branch])
-            keys = torch.cat([k, key_weight * img @ w_k.T], 1).double()
-            values = torch.cat([v, value_weight * img @ w_v.T], 1).double()
-            heads, d = attn2.heads, q.shape[-1] // attn2.heads
-            qh, kh, vh = (t.reshape(t.shape[0], t.shape[1], heads, d).transpose(1, 2) for t in (q.double(), keys, values))
-            probabilities = torch.softmax(qh @ kh.transpose(-1, -2) / d ** 0.5, dim=-1)
-            out = (probabilities @ vh).transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
-            return attn2.to_out(out.float())
-        return forward
-
-    try:
-        for index, (_, block, _, branch) in enumerate(SPEC_LAYERS):
-            attn2 = diffusion_model.get_submodule(f"{block}.transformer_blocks.0.attn2")
-            originals[block] = attn2
-            attn2.forward = make_forward(attn2, index, block, branch)
+    with written_out_attention(unet.model.diffusion_model, official, image_tokens):
         return run(unet, inputs, cond_or_uncond)
-    finally:
-        for attn2 in originals.values():
-            del attn2.forward
 
 
 def relative_error(a, b):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from deadiff_core.synthetic import OfficialLayout, official_state_dict
+from support.attention_oracle import spec_image_projections, written_out_attention
 from support.layout_spec import SPEC_LAYERS
 
 # the real token width (768) and the tiny UNet's layer widths (32/64/128)
@@ -38,32 +39,13 @@ def batch(rows=3, seed=5):
 def written_out(unet, official, x, t, context, tokens, keep):
     """Each attn2 replaced by the attention of docs/DESIGN.md, Injection, per row:
     K = [to_k(text); keep_b * img_b W_k^T], V likewise, one softmax in float64; a row whose branch is not kept gets 16 zero keys/values."""
-    diffusion_model, originals = unet.model.diffusion_model, []
+    def image_tokens(index, branch):
+        image = tokens[branch] * keep[branch].float()[:, None, None]
+        return image, image
 
-    def make_forward(attn2, block, branch):
-        prefix = f"model.diffusion_model.{block}.transformer_blocks.0.attn2."
-        w_k, w_v = official[prefix + "i_to_k.weight"], official[prefix + "i_to_v.weight"]
-
-        def forward(h, context=None, value=None, mask=None, transformer_options={}):
-            q, k, v = attn2.to_q(h), attn2.to_k(context), attn2.to_v(context)
-            image = tokens[branch] * keep[branch].float()[:, None, None]
-            keys, values = torch.cat([k, image @ w_k.T], 1).double(), torch.cat([v, image @ w_v.T], 1).double()
-            heads, d = attn2.heads, q.shape[-1] // attn2.heads
-            qh, kh, vh = (a.reshape(a.shape[0], a.shape[1], heads, d).transpose(1, 2) for a in (q.double(), keys, values))
-            out = (torch.softmax(qh @ kh.transpose(-1, -2) / d ** 0.5, -1) @ vh).transpose(1, 2).reshape(q.shape)
-            return attn2.to_out(out.float())
-        return forward
-
-    try:
-        for _, block, _, branch in SPEC_LAYERS:
-            attn2 = diffusion_model.get_submodule(f"{block}.transformer_blocks.0.attn2")
-            attn2.forward = make_forward(attn2, block, branch)
-            originals.append(attn2)
-        with torch.no_grad():
-            return diffusion_model(x, t, context=context)
-    finally:
-        for attn2 in originals:
-            del attn2.forward
+    diffusion_model = unet.model.diffusion_model
+    with written_out_attention(diffusion_model, official, image_tokens), torch.no_grad():
+        return diffusion_model(x, t, context=context)
 
 
 def training_run(unet, projections, x, t, context, tokens, keep):
@@ -119,9 +101,9 @@ def test_gradients_reach_the_projections_and_only_the_tokens_of_rows_that_see_th
     projections = ImageProjections({layer.index: LAYOUT.layer_channels(layer) for layer in SD15_LAYERS}, 768)
     with torch.no_grad():
         for i, (_, block, _, _) in enumerate(SPEC_LAYERS):
-            prefix = f"model.diffusion_model.{block}.transformer_blocks.0.attn2."
-            projections[i].i_to_k.weight.copy_(official[prefix + "i_to_k.weight"])
-            projections[i].i_to_v.weight.copy_(official[prefix + "i_to_v.weight"])
+            w_k, w_v = spec_image_projections(official, block)
+            projections[i].i_to_k.weight.copy_(w_k)
+            projections[i].i_to_v.weight.copy_(w_v)
     x, t, context, tokens = batch()
     tokens = {b: v.requires_grad_(True) for b, v in tokens.items()}
     keep = {"style": torch.tensor([True, False, True]), "content": torch.tensor([False, False, True])}

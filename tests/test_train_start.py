@@ -24,10 +24,6 @@ def manifest(tmp_path_factory):
     return write_pairs(str(tmp_path_factory.mktemp("pairs")))
 
 
-def attn2(unet, layer):
-    return unet.get_submodule(f"{layer.ldm_block}.transformer_blocks.0.attn2")
-
-
 @pytest.mark.parametrize("folder", [True, False], ids=["checkpoint folder", "whole-model file"])
 def test_blip_diffusion_weights_start_both_branches_and_i_to_kv_copy_to_kv(comfy, manifest, tmp_path, folder):
     from deadiff_core.train.blip_diffusion import write_synthetic_blip_diffusion
@@ -44,8 +40,9 @@ def test_blip_diffusion_weights_start_both_branches_and_i_to_kv_copy_to_kv(comfy
         assert all(torch.equal(encoder.proj.state_dict()[k], v) for k, v in proj.items())
     unet = t.backbone.model.model.diffusion_model
     for layer in SD15_LAYERS:
-        assert torch.equal(t.objective.projections[layer.index].i_to_k.weight, attn2(unet, layer).to_k.weight)
-        assert torch.equal(t.objective.projections[layer.index].i_to_v.weight, attn2(unet, layer).to_v.weight)
+        attn2 = unet.get_submodule(layer.attn2_path)
+        assert torch.equal(t.objective.projections[layer.index].i_to_k.weight, attn2.to_k.weight)
+        assert torch.equal(t.objective.projections[layer.index].i_to_v.weight, attn2.to_v.weight)
     assert t.start.vision_state_dict is not None and not t.vision_is_the_starts  # the backbone brings its own ViT
     t.run()
 

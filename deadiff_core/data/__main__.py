@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from .config_files import ConfigError
+from ..config_files import ConfigError
 from .manifest import write_manifest
 
 MANIFEST = "pairs.jsonl"
@@ -21,8 +21,8 @@ log = logging.getLogger("deadiff")
 
 
 def generate(config):
-    from ..train.backbone import load_backbone
-    from .comfy_runtime import import_comfy
+    from ..backbone import load_backbone
+    from ..comfy_runtime import import_comfy
     from .generate import generate_images
     from .pairs import pair_rows
 
@@ -32,9 +32,10 @@ def generate(config):
     renders = generate_images(config, backbone)
     scores = None
     if config.similarity.clip:
-        from .similarity import ClipSimilarity, PairScores
+        from ..clip_embeddings import ClipEmbeddings
+        from .similarity import PairScores
 
-        scores = PairScores(ClipSimilarity(config.path(config.similarity.clip)), renders, output_dir)
+        scores = PairScores(ClipEmbeddings(config.path(config.similarity.clip)), renders, output_dir)
     rows = pair_rows(renders, output_dir, config.pairs, config.seed, scores, config.similarity.min_score)
     path = os.path.join(output_dir, MANIFEST)
     write_manifest(path, rows)

@@ -2,8 +2,9 @@
 sampler, and how to pair the images (docs/DESIGN.md, Training: subjects x style descriptions, generated, paired)."""
 from dataclasses import dataclass, field
 
-from ..train.config import ModelConfig
-from .config_files import ConfigError, load_checked_config, need, resolve
+from ..backbone import ModelConfig
+from ..config_files import ConfigError, load_checked_config, need, resolve
+from ..precision import DTYPES
 
 
 @dataclass
@@ -67,7 +68,7 @@ class BuilderConfig:
         need(self.sampling.width % 64 == 0 and self.sampling.height % 64 == 0, "sampling.width and height must be multiples of 64")
         need(self.images_per_prompt >= 1 and self.sampling.batch_size >= 1 and self.pairs.per_target >= 1,
              "images_per_prompt, sampling.batch_size and pairs.per_target must be >= 1")
-        need(self.precision in ("fp32", "bf16", "fp16"), "precision must be fp32, bf16 or fp16")
+        need(self.precision in DTYPES, f"precision must be one of {', '.join(DTYPES)}, got {self.precision!r}")
         return self
 
 

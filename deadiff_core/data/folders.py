@@ -8,7 +8,7 @@ convention of captioned data sets), else its file name with _ and - read as spac
 import os
 import random
 
-from ..train.plan import derived_seed
+from ..seeds import derived_seed
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

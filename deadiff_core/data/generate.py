@@ -13,7 +13,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
-from ..train.plan import derived_seed
+from ..backbone import conditioning
+from ..seeds import derived_seed
 
 RECORDS = "generated.jsonl"
 
@@ -61,8 +62,6 @@ def read_records(output_dir):
 def _batches(renders, size, clip):
     """Consecutive renders of at most `size` whose prompts encode to the same length (so their
     conditionings stack into one batch), with the stacked [cond, pooled]."""
-    from ..train.backbone import conditioning
-
     batch, conds = [], []
     for render in renders:
         ((cond, extra),) = conditioning(clip, render.prompt)
@@ -98,8 +97,6 @@ def _save_png(image, path, render):
 
 def generate_images(config, backbone, progress=True):
     """Render what is missing; returns every Render of the config (done earlier or now)."""
-    from ..train.backbone import conditioning
-
     output_dir = config.path(config.output_dir)
     renders = planned_renders(config)
     done = read_records(output_dir)

@@ -6,7 +6,7 @@ import os
 import random
 from collections import defaultdict
 
-from ..train.plan import derived_seed
+from ..seeds import derived_seed
 
 
 def _choose(candidates, count, kind, target, seed, scores, min_score):

@@ -28,7 +28,7 @@ def main(argv=None):
     except (ConfigError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from ..data.comfy_runtime import import_comfy
+    from ..comfy_runtime import import_comfy
     from .distributed import start_processes
 
     start_processes(config.distributed.backend)  # first: each process picks its GPU before ComfyUI looks for one

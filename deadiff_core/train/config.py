@@ -7,21 +7,14 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from ..layers import MODES
-from ..data.config_files import ConfigError, checked_config, load_checked_config, need, resolve
+from ..backbone import ModelConfig
+from ..config_files import ConfigError, checked_config, load_checked_config, need, resolve
 from ..data.manifest import KINDS
+from ..layers import MODES
+from ..precision import DTYPES
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 STARTS = ("random", "deadiff", "blip_diffusion")
 STRATEGIES = ("ddp", "fsdp")
-
-
-@dataclass
-class ModelConfig:
-    checkpoint: str = ""            # any SD1.x checkpoint: UNet, VAE and text encoder (ComfyUI loads it)
-    clip_vision: str = ""           # CLIP ViT-L/14 file; default: the start's own ViT (DEADiff / BLIP-Diffusion)
-    factory: str = ""               # "module:function" returning a Backbone instead (dry runs, tests)
-    factory_args: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -105,7 +98,7 @@ class TrainConfig:
         return resolve(self.base_dir, value)
 
     def check(self):
-        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.precision in DTYPES, f"precision must be one of {', '.join(DTYPES)}, got {self.precision!r}")
         need(self.start.source in STARTS, f"start.source must be one of {STARTS}, got {self.start.source!r}")
         need(self.start.source == "random" or self.start.path, f"start.source = {self.start.source!r} needs start.path")
         need(bool(self.model.checkpoint) != bool(self.model.factory), "give exactly one of model.checkpoint and model.factory")
@@ -118,7 +111,7 @@ class TrainConfig:
         need(self.optim.batch_size >= 1 and self.optim.accumulation >= 1 and self.optim.max_steps >= 1, "optim.batch_size, accumulation and max_steps must be >= 1")
         need(self.distributed.strategy in STRATEGIES, f"distributed.strategy must be one of {STRATEGIES}")
         need(not (self.distributed.strategy == "fsdp" and self.precision == "fp16"), "fsdp trains in bf16 or fp32 (fp16 needs a sharded gradient scaler)")
-        need(self.checkpoint.export_dtype in ("fp16", "bf16", "fp32"), "checkpoint.export_dtype must be fp16, bf16 or fp32")
+        need(self.checkpoint.export_dtype in DTYPES, f"checkpoint.export_dtype must be one of {', '.join(DTYPES)}, got {self.checkpoint.export_dtype!r}")
         need(len(self.validation.references) > 0 and len(self.validation.prompts) > 0 or not self.validation.every,
              "validation.every needs validation.references and validation.prompts")
         need(self.validation.mode in MODES, f"validation.mode must be one of {', '.join(MODES)}")

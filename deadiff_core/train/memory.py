@@ -18,13 +18,10 @@ from contextlib import contextmanager
 
 import torch
 
+from ..precision import DTYPES
+from ..sd15 import SD15_UNET, SD_VAE
+
 GiB = 2 ** 30
-
-
-def _sd15_configs():
-    """SD1.5's UNet and VAE configurations: the tiny backbone's at full width."""
-    from .tiny import TINY_UNET, TINY_VAE
-    return dict(TINY_UNET, model_channels=320, dtype=torch.float32), dict(TINY_VAE, ch=128, num_res_blocks=2)
 
 
 def _count(module):
@@ -38,10 +35,9 @@ def frozen_parameter_counts():
 
     from ..synthetic import OfficialLayout, _Random, vision_encoder
 
-    unet_config, vae_config = _sd15_configs()
-    unet = comfy.supported_models.SD15(unet_config).get_model({}, device="meta").diffusion_model
+    unet = comfy.supported_models.SD15(dict(SD15_UNET, dtype=torch.float32)).get_model({}, device="meta").diffusion_model
     with torch.device("meta"):
-        vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=vae_config, embed_dim=4)
+        vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=SD_VAE, embed_dim=4)
         text = comfy.sd1_clip.SDClipModel(device="meta", dtype=torch.float32)
     vit = vision_encoder(OfficialLayout(), _Random(0, 1.0, "meta"))
     return {"UNet": _count(unet), "VAE": _count(vae), "text encoder (CLIP-L)": _count(text),
@@ -127,7 +123,7 @@ def activation_bytes(unet, batch, resolution, precision):
               "keep_content": torch.ones(batch, dtype=torch.bool, device="meta")}
     # autocast does not reach meta tensors: run in the autocast dtype instead (norms and softmax,
     # which autocast keeps in fp32, are then counted at 2 bytes: a slight undercount)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    dtype = DTYPES[precision]
     objective.to(dtype)
     unet.to(dtype)
     inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
@@ -171,9 +167,9 @@ def main(argv=None):
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--fsdp", action="store_true")
-    parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
+    parser.add_argument("--precision", choices=list(DTYPES), default="bf16")
     args = parser.parse_args(argv)
-    from ..data.comfy_runtime import import_comfy
+    from ..comfy_runtime import import_comfy
 
     import_comfy(cpu=True)
     frozen, trainable, rows, activations, checkpointed = estimate(args.batch, args.resolution, args.gpus, args.fsdp, args.precision)

@@ -10,7 +10,6 @@ torch.utils.data.DistributedSampler.
 Step s first picks a pair kind (the three loaders, by the configured ratios), then takes the
 next G rows of that kind's stream: an endless sequence of per-epoch permutations of its rows.
 """
-import hashlib
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,11 +17,7 @@ from functools import lru_cache
 import torch
 
 from ..data.manifest import KINDS
-
-
-def derived_seed(*parts):
-    """A 63-bit seed from any values; stable across processes and Python runs."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+from ..seeds import derived_seed
 
 
 @dataclass(frozen=True)

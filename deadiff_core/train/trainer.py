@@ -7,25 +7,27 @@ import time
 
 import torch
 
+from ..backbone import load_backbone
 from ..comfy_patch import check_sd1_model
-from ..data.comfy_runtime import import_comfy
+from ..comfy_runtime import import_comfy
 from ..data.dataset import PairImages
 from ..data.manifest import read_manifest
 from ..layers import CONTENT, STYLE
-from .backbone import FrozenEncoders, load_backbone, on_training_device
+from ..precision import DTYPES
+from ..seeds import derived_seed
 from .checkpoints import load_training_state, resume_path, save_training_state
 from .config import as_dict
 from .distributed import barrier, gradient_sync, mean_over_processes, parallelise, start_processes, stop_processes
 from .export import export_adapter
+from .frozen import FrozenEncoders, on_training_device
 from .grad_checkpoint import enable_gradient_checkpointing
 from .injection import PerSampleInjection, patched_transformer_options
 from .metrics import TrainingLog
 from .objective import DEADiffObjective, SD15NoiseSchedule
-from .plan import LocalBatches, TrainingPlan, derived_seed, local_slice
+from .plan import LocalBatches, TrainingPlan, local_slice
 from .start import load_start
 
 log = logging.getLogger("deadiff")
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BRANCH_KINDS = {STYLE: ("style", "recon"), CONTENT: ("content", "recon")}  # pair kinds whose reference feeds a branch
 ADAPTER_NAME = "deadiff_adapter.safetensors"
 
@@ -148,7 +150,7 @@ class Trainer:
         """One optimizer step over the global batch; returns its mean loss over all processes."""
         config, optim = self.config, self.config.optim
         draws = self.plan.draws(step)
-        autocast = torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(config.precision), enabled=config.precision != "fp32")
+        autocast = torch.autocast(self.device.type, dtype=DTYPES[config.precision], enabled=config.precision != "fp32")
         losses = []
         for micro in range(optim.accumulation):
             rows = local_slice(micro, self.processes.rank, optim.batch_size, self.processes.world_size)

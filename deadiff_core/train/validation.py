@@ -7,11 +7,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..backbone import conditioning
 from ..checkpoint import AdapterInfo, DEADiffAdapter
 from ..comfy_patch import InjectionSettings, apply_deadiff
 from ..data.dataset import load_rgb
 from ..tokens import ReferenceTokens
-from .backbone import conditioning
 
 log = logging.getLogger("deadiff")
 

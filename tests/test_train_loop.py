@@ -194,7 +194,7 @@ factory = "deadiff_core.train.tiny:tiny_backbone"
 [start]
 source = "random"
 proj_hidden = 64
-qformer = {{ num_layers = 1, intermediate_size = 64, vision_width = 32, vocab_size = 4200, max_positions = 16 }}
+qformer = {{ num_layers = 1, intermediate_size = 64, vocab_size = 4200, max_positions = 16 }}
 
 [data]
 manifest = "{manifest}"

@@ -7,13 +7,12 @@ import pytest
 import torch
 
 from deadiff_core.layers import SD15_LAYERS
-from deadiff_core.synthetic import OfficialLayout
+from deadiff_core.synthetic import VIT_L_TINY
 from support.training import make_config, trainer, write_pairs
 
-# BLIP-Diffusion's layout at a small size: the real token width (768, the UNet's text context) and the
-# tiny backbone's vision width (32)
-BLIP_LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer_layers=1, intermediate=64, vocab=4200,
-                             positions=16, proj_hidden=64)
+# BLIP-Diffusion's layout at a small size: the real token width (768, the UNet's text context) and vision width
+# (1024, ViT-L/14's), one ViT block and a one-layer Q-Former
+BLIP_LAYOUT = VIT_L_TINY
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -30,9 +30,10 @@ class FrozenEncoders:
 
     @torch.no_grad()
     def vision_states(self, references):
-        # DEADiff squashes the reference (docs/DESIGN.md, Encoder): crop=False
-        hidden = self.vision.encode_image(references, crop=False)["penultimate_hidden_states"]
-        return hidden.to(self.device, torch.float32)
+        """[B, 257, 1024]: what inference's DEADiff Encode reads of the references (a ViT-L/14 is checked for)."""
+        from ..comfy_vision import vision_hidden_states  # imports ComfyUI
+
+        return vision_hidden_states(self.vision, references).to(self.device, torch.float32)
 
     @torch.no_grad()
     def text(self, captions):

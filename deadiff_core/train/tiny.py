@@ -18,8 +18,9 @@ from ..sd15 import SD15_UNET, SD_VAE, random_init
 TINY_UNET = dict(SD15_UNET, model_channels=32)
 TINY_VAE = dict(SD_VAE, ch=32, num_res_blocks=1)
 TINY_TEXT = {"num_hidden_layers": 1, "intermediate_size": 64}  # width stays 768: the UNet's text context
-TINY_VISION = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_gelu", "hidden_size": 32, "image_size": 28,
-               "intermediate_size": 64, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model", "num_attention_heads": 2,
+# ViT-L/14's tokens (257 x 1024 at 224 px), which DEADiff reads, from two narrow blocks
+TINY_VISION = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_gelu", "hidden_size": 1024, "image_size": 224,
+               "intermediate_size": 64, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model", "num_attention_heads": 16,
                "num_channels": 3, "num_hidden_layers": 2, "patch_size": 14, "projection_dim": 16}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 RANDOM_START = {"source": "random", "proj_hidden": 64,
-                "qformer": {"num_layers": 1, "intermediate_size": 64, "vision_width": 32, "vocab_size": 4200, "max_positions": 16}}
+                "qformer": {"num_layers": 1, "intermediate_size": 64, "vocab_size": 4200, "max_positions": 16}}
 TINY_FACTORY = {"factory": "deadiff_core.train.tiny:tiny_backbone"}
 
 

@@ -46,6 +46,7 @@ def read_weights(path, flag):
 
 
 def load_clip(folder):
+    """--clip's ClipEmbeddings; a folder they cannot be read from stops the harness, saying why."""
     try:
         return ClipEmbeddings(folder)
     except (OSError, ValueError) as e:

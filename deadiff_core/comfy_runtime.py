@@ -1,11 +1,12 @@
 """ComfyUI imported as a library, for everything that runs outside a ComfyUI server: the trainer, the data
 builder, the developer scripts, the benchmarks and the tests. Inside ComfyUI the pack never calls it.
 
-The ComfyUI used, first match wins (scripts/setup.sh's order):
-1. the folder the caller names (a script's --comfyui option, the test suite's COMFYUI_PATH);
+The ComfyUI used, first match wins:
+1. the folder the caller names (a script's --comfyui option, the test suite's COMFYUI_PATH), and then no other;
 2. $COMFYUI_PATH;
 3. the ComfyUI whose custom_nodes/ holds this pack;
-4. the ComfyUI scripts/setup.sh installed (recorded in .venv/comfyui-path).
+4. the runtime scripts/setup.sh set up (its folder recorded in .venv/comfyui-path).
+2 to 4 is the order in which scripts/setup.sh picks that runtime, so all of them agree.
 """
 import logging
 import os

@@ -7,6 +7,7 @@ import torch
 
 from .comfy_patcher import core_model_patcher
 from .comfy_vision import EmbeddedClipVision, vision_hidden_states
+from .images import fit_to_square
 from .token_bounds import token_bound
 from .tokens import ReferenceTokens
 
@@ -30,8 +31,9 @@ class ComfyDEADiff:
             self._token_bounds[branch] = token_bound(self.adapter.encoder.branches[branch])
         return self._token_bounds[branch]
 
-    def encode(self, image, clip_vision, progress=None):
-        """IMAGE [N, H, W, C] -> ReferenceTokens with one row per image, on the intermediate device.
+    def encode(self, image, clip_vision, progress=None, fit="squash"):
+        """IMAGE [N, H, W, C] -> ReferenceTokens with one row per image, on the intermediate device. Each image is
+        first fitted to a square as `fit` says (images.fit_to_square); "squash" is the official preprocessing.
 
         One reference at a time through the vision model and both Q-Formers, with `progress(done, total)` called
         after each: a batch's tokens are exactly those of its references encoded alone (no computation mixes
@@ -40,7 +42,7 @@ class ComfyDEADiff:
         total = image.shape[0]
         rows = []
         for index in range(total):
-            hidden = vision_hidden_states(clip_vision, image[index:index + 1])
+            hidden = vision_hidden_states(clip_vision, fit_to_square(image[index:index + 1], fit))
             mm.load_model_gpu(self.encoder_patcher)
             device = self.encoder_patcher.load_device
             with torch.no_grad():

@@ -1,10 +1,16 @@
-"""Checks on reference images before they reach the vision model: ComfyUI IMAGE tensors
-[N, H, W, 3] with values in 0..1."""
+"""Reference images before they reach the vision model: ComfyUI IMAGE tensors [N, H, W, 3] with values in
+0..1, checked, and fitted to a square for CLIP's 224x224."""
 import torch
 
 from .token_bounds import MAX_REFERENCES
 
 MIN_SIDE = 32  # CLIP resizes to 224 px; below this there is no style left to read
+# How a reference that is not square becomes CLIP's square: squashed as the official code does, centre-cropped,
+# or letterboxed.
+FITS = ("squash", "crop", "pad")
+# CLIP's normalisation mean: the colour that normalisation maps to zero, so letterbox bars read as "nothing"
+# rather than as black or white (ComfyUI's preprocessing rounds them to the nearest 8-bit level, within 0.004).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
 
 def check_reference_images(image):
@@ -36,3 +42,23 @@ def check_reference_images(image):
         if white >= 0.99:
             raise ValueError(f"reference image {i + 1} is {white:.0%} pure white. ComfyUI's Load Image turns 16-bit "
                              "greyscale PNGs white: save the reference as an 8-bit PNG or JPEG.")
+
+
+def fit_to_square(image, fit):
+    """IMAGE [N, H, W, 3] -> what the vision model then squashes to 224x224: the image itself for "squash" (the
+    official preprocessing) and for a square image, its centred square for "crop", or the image centred on a
+    square of CLIP_MEAN for "pad"."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
+    count, height, width, channels = image.shape
+    if fit == "squash" or height == width:
+        return image
+    if fit == "crop":
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        return image[:, top:top + side, left:left + side]
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    square = image.new_tensor(CLIP_MEAN).expand(count, side, side, channels).clone()
+    square[:, top:top + height, left:left + width] = image
+    return square

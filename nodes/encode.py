@@ -1,7 +1,7 @@
 """DEADiffEncode: reference images -> DEADIFF_TOKENS (style and content tokens per image)."""
 import comfy.utils
 
-from ..deadiff_core.images import check_reference_images
+from ..deadiff_core.images import FITS, check_reference_images
 from .errors import node_error
 
 
@@ -20,17 +20,23 @@ class DEADiffEncode:
         return {
             "required": {
                 "deadiff": ("DEADIFF", {"tooltip": "From Load DEADiff Model."}),
-                "image": ("IMAGE", {"tooltip": "The reference image(s); squashed to 224x224 like the official code, "
-                                               "so centre-crop it yourself if the style sits in one part."}),
+                "image": ("IMAGE", {"tooltip": "The reference image(s); made square as `fit` says, then resized to "
+                                               "224x224. Crop it yourself first if the style sits in one part."}),
             },
             "optional": {
                 "clip_vision": ("CLIP_VISION", {
                     "tooltip": "CLIP ViT-L/14 (224 px) from Load CLIP Vision. Leave unconnected to use the vision "
                                "tower inside deadiff_v1.ckpt (or an adapter converted with --with-vision)."}),
+                "fit": (list(FITS), {
+                    "default": "squash",
+                    "tooltip": "How a reference that is not square becomes CLIP's 224x224 square. squash: stretched, "
+                               "like the official code (a wide or tall reference arrives distorted). crop: the "
+                               "centred square only, the edges left out. pad: the whole image, centred between bars "
+                               "of the grey CLIP reads as neutral."}),
             },
         }
 
-    def encode(self, deadiff, image, clip_vision=None):
+    def encode(self, deadiff, image, clip_vision=None, fit="squash"):
         embedded_vision = clip_vision is None
         try:
             check_reference_images(image)
@@ -41,7 +47,8 @@ class DEADiffEncode:
                                  "Connect Load CLIP Vision with CLIP ViT-L/14 (e.g. clip_vision_l / "
                                  "CLIP-ViT-L-14.safetensors) to the clip_vision input.")
             bar = comfy.utils.ProgressBar(image.shape[0])  # the editor's progress bar, a step per reference
-            tokens = deadiff.encode(image, clip_vision, progress=lambda done, total: bar.update_absolute(done, total))
+            tokens = deadiff.encode(image, clip_vision, progress=lambda done, total: bar.update_absolute(done, total),
+                                    fit=fit)
         except ValueError as e:
             raise node_error("DEADiff Encode", e) from e
         return {"ui": {"deadiff_info": [_describe(tokens, embedded_vision)]}, "result": (tokens,)}

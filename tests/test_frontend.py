@@ -216,17 +216,18 @@ def test_saved_workflow_loads_back_and_converts_to_an_api_prompt(browser, graph)
     assert inputs["deadiff"] == [str(graph["loader"]), 0] and inputs["tokens"] == [str(graph["encode"]), 0]
     assert inputs["model"] == [str(graph["checkpoint"]), 0]
     assert {k: inputs[k] for k in ("mode", "weight", "combine")} == {"mode": "style", "weight": 1, "combine": "average"}
-    assert prompt[str(graph["encode"])]["inputs"] == {"deadiff": [str(graph["loader"]), 0], "image": [str(graph["image"]), 0]}
+    assert prompt[str(graph["encode"])]["inputs"] == {"deadiff": [str(graph["loader"]), 0], "image": [str(graph["image"]), 0],
+                                                      "fit": "squash"}
     assert parse_layer_weights(inputs["layer_weights"])[9] == 0.35
 
 
 def test_workflow_written_without_the_extension_loads_with_its_preset(browser, tmp_path):
     """A UI-format file as another ComfyUI (or an older pack) saves it: no layer map, a preset name."""
     workflow = {
-        "last_node_id": 2, "last_link_id": 1, "version": 0.4, "groups": [], "config": {}, "extra": {},
+        "last_node_id": 3, "last_link_id": 2, "version": 0.4, "groups": [], "config": {}, "extra": {},
         "nodes": [
             {"id": 1, "type": "DEADiffLoader", "pos": [0, 0], "size": [315, 82], "flags": {}, "order": 0, "mode": 0,
-             "inputs": [], "outputs": [{"name": "DEADIFF", "type": "DEADIFF", "links": [1]}],
+             "inputs": [], "outputs": [{"name": "DEADIFF", "type": "DEADIFF", "links": [1, 2]}],
              "properties": {}, "widgets_values": ["deadiff_v1.ckpt", "auto"]},
             {"id": 2, "type": "DEADiffApplyAdvanced", "pos": [400, 0], "size": [315, 300], "flags": {}, "order": 1,
              "mode": 0, "inputs": [{"name": "model", "type": "MODEL", "link": None},
@@ -236,13 +237,18 @@ def test_workflow_written_without_the_extension_loads_with_its_preset(browser, t
                                    {"name": "content_tokens", "type": "DEADIFF_TOKENS", "link": None}],
              "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}], "properties": {},
              "widgets_values": ["style and content", 1.2, 0.1, 0.9, 1, 0.5, "style layers only", "concat"]},
+            {"id": 3, "type": "DEADiffEncode", "pos": [0, 200], "size": [315, 70], "flags": {}, "order": 2, "mode": 0,
+             "inputs": [{"name": "deadiff", "type": "DEADIFF", "link": 2}, {"name": "image", "type": "IMAGE", "link": None},
+                        {"name": "clip_vision", "type": "CLIP_VISION", "link": None}],
+             "outputs": [{"name": "DEADIFF_TOKENS", "type": "DEADIFF_TOKENS", "links": []}], "properties": {},
+             "widgets_values": []},
         ],
-        "links": [[1, 1, 0, 2, 1, "DEADIFF"]],
+        "links": [[1, 1, 0, 2, 1, "DEADIFF"], [2, 1, 0, 3, 0, "DEADIFF"]],
     }
     path = tmp_path / "deadiff_preset.json"
     path.write_text(json.dumps(workflow))
     browser.new_graph()
-    assert browser.load_workflow(str(path)) == ["DEADiffLoader", "DEADiffApplyAdvanced"]
+    assert browser.load_workflow(str(path)) == ["DEADiffLoader", "DEADiffApplyAdvanced", "DEADiffEncode"]
     assert browser.toasts() == []
     values = browser.widget_values(2)
     assert [values[name] for name in ADVANCED_WIDGETS] == workflow["nodes"][1]["widgets_values"]
@@ -256,6 +262,8 @@ def test_workflow_written_without_the_extension_loads_with_its_preset(browser, t
                            # written before the loader had `branches`: the editor fills in its default
                            "inputs": {"deadiff_name": "deadiff_v1.ckpt", "dtype": "auto", "branches": "both"},
                            "_meta": {"title": "Load DEADiff Model"}}
+    # written before Encode had `fit`: squash, today's images
+    assert prompt["3"]["inputs"] == {"deadiff": ["1", 0], "fit": "squash"}
     assert saved_values(browser, 2) == workflow["nodes"][1]["widgets_values"]
 
 
@@ -329,7 +337,7 @@ def test_loader_and_encoder_show_what_they_did_after_a_run(browser, info_files):
     assert encode_text.startswith("1 reference: style tokens, 16 per reference and branch (768 wide)")
     # shown, never saved: the nodes' saved values are as before the run
     assert saved_values(browser, loader) == [checkpoint, "auto", "both"]
-    assert saved_values(browser, encode) in (None, [])
+    assert saved_values(browser, encode) == ["squash"]
     browser.show_nodes([loader, image, encode, save])
     browser.screenshot(os.path.join(ARTIFACTS, "after_run.png"))
     assert our_errors(browser) == []

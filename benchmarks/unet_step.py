@@ -4,8 +4,9 @@
                                    [--threads N] [--cpu-time] [--pytorch-attention]
 
 Full SD1.5 architecture with random weights (scripts/sd15.py), batch 2 = the conditional and unconditional
-CFG rows, as ComfyUI's sampler runs them; fp32 on the CPU, fp16 on a GPU. The variants run interleaved and
-each is reported as a ratio to the unpatched step of the same round.
+CFG rows of one latent, as ComfyUI's sampler runs them; per-latent references need several latents, so they
+run on 2 (batch 4). fp32 on the CPU, fp16 on a GPU. The variants run interleaved and each is reported as a
+ratio to the unpatched step with as many latents, of the same round.
 """
 
 import torch
@@ -19,7 +20,14 @@ from scripts.sd15 import sd15_unet_model
 # Per step only the i_to_k/v projections act (real token width 768 and layer widths); a small Q-Former will do.
 LAYOUT = OfficialLayout(vision_width=32, vision_blocks=1, image_size=28, qformer_layers=1, intermediate=64, vocab=4200,
                         positions=16, proj_hidden=64)
-BASELINE = "unpatched"
+BASELINE, TWO_LATENT_BASELINE = "unpatched", "unpatched, 2 latents"
+PER_LATENT = "style, per-latent references"
+TWO_LATENTS = (TWO_LATENT_BASELINE, PER_LATENT)  # run on 2 latents, the others on 1
+
+
+def baseline_of(name):
+    """The unpatched step a variant is compared to: the one with as many latents."""
+    return TWO_LATENT_BASELINE if name in TWO_LATENTS else BASELINE
 
 
 def unet_on(comfy, device, dtype):
@@ -40,8 +48,8 @@ def variants(unet, size):
     official = official_state_dict(LAYOUT, seed=1, with_vision=False, with_other_parts=False)
     deadiff = ComfyDEADiff(adapter_from_state_dict(official, "<memory>", "official checkpoint"))
     g = torch.Generator().manual_seed(2)
-    one = ReferenceTokens(style=torch.randn(1, 16, 768, generator=g), content=torch.randn(1, 16, 768, generator=g))
-    four = ReferenceTokens(style=torch.randn(4, 16, 768, generator=g), content=torch.randn(4, 16, 768, generator=g))
+    one, negative, two, four = (ReferenceTokens(style=torch.randn(n, 16, 768, generator=g),
+                                                content=torch.randn(n, 16, 768, generator=g)) for n in (1, 1, 2, 4))
     left_half = torch.zeros(1, size, size)
     left_half[:, :, : size // 2] = 1
     return {
@@ -50,15 +58,19 @@ def variants(unet, size):
         "style and content": apply_deadiff(unet, deadiff, one, InjectionSettings(mode="style and content")),
         "style, 4 references concatenated": apply_deadiff(unet, deadiff, four, InjectionSettings(combine="concat")),
         "style, with a mask": apply_deadiff(unet, deadiff, one, InjectionSettings(mask=left_half)),
+        "style, negative reference": apply_deadiff(unet, deadiff, one, InjectionSettings(), negative_tokens=negative),
+        TWO_LATENT_BASELINE: unet,
+        PER_LATENT: apply_deadiff(unet, deadiff, two, InjectionSettings(combine="per latent")),
     }
 
 
-def step_inputs(size, device, dtype):
-    """What the sampler passes for one step of a [cond ; uncond] batch: latents, sigmas and 77 text tokens."""
+def step_inputs(size, device, dtype, latents=1):
+    """What the sampler passes for one step of a [cond ; uncond] batch of `latents` latents each: latents, sigmas
+    and 77 text tokens."""
     g = torch.Generator().manual_seed(3)
-    latent = size // 8
-    return (torch.randn(2, 4, latent, latent, generator=g).to(device, dtype), torch.tensor([5.0, 5.0], device=device),
-            torch.randn(2, 77, 768, generator=g).to(device, dtype))
+    side, rows = size // 8, 2 * latents
+    return (torch.randn(rows, 4, side, side, generator=g).to(device, dtype), torch.full((rows,), 5.0, device=device),
+            torch.randn(rows, 77, 768, generator=g).to(device, dtype))
 
 
 def step(model, x, sigma, context):
@@ -68,9 +80,10 @@ def step(model, x, sigma, context):
 
 
 def profile(models, inputs, top=8):
-    """Where each DEADiff variant's extra time goes: one profiled step per variant, with operator calls told apart
-    by input shapes, so that a cross-attention call with 93 keys is not lumped with a self-attention one. Shown:
-    the calls whose count differs from the unpatched step's (the others only differ by noise)."""
+    """Where each DEADiff variant's extra time goes: one profiled step per variant (on its `inputs[name]`), with
+    operator calls told apart by input shapes, so that a cross-attention call with 93 keys is not lumped with a
+    self-attention one. Shown: the calls whose count differs from its unpatched step's (the others only differ by
+    noise)."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     on_gpu = torch.cuda.is_available()
@@ -78,18 +91,19 @@ def profile(models, inputs, top=8):
     stats = {}
     for name, model in models.items():
         with torch_profile(activities=activities, record_shapes=True) as prof:
-            step(model, *inputs)
+            step(model, *inputs[name])
         stats[name] = {f"{e.key} {[shape for shape in e.input_shapes if shape]}":
                        (e.count, (e.self_device_time_total if on_gpu else e.self_cpu_time_total) / 1e3)
                        for e in prof.key_averages(group_by_input_shape=True)}
-    base = stats[BASELINE]
     for name, calls in stats.items():
-        if name == BASELINE:
+        baseline = baseline_of(name)
+        if name == baseline:
             continue
+        base = stats[baseline]
         changed = {op: calls.get(op, (0, 0.0))[1] - base.get(op, (0, 0.0))[1] for op in {*base, *calls}
                    if calls.get(op, (0, 0.0))[0] != base.get(op, (0, 0.0))[0]}
         total, base_total = (sum(t for _, t in table.values()) for table in (calls, base))
-        print(f"\nprofile, {name} minus {BASELINE}: {total:.0f} ms vs {base_total:.0f} ms of operator self time; "
+        print(f"\nprofile, {name} minus {baseline}: {total:.0f} ms vs {base_total:.0f} ms of operator self time; "
               f"{sum(changed.values()):+.0f} ms net in the calls whose count differs")
         print("| operator [input shapes] | calls | self ms | difference ms |")
         print("| --- | --- | --- | --- |")
@@ -112,17 +126,19 @@ def main():
 
     device, dtype = device_and_dtype()
     models = variants(unet_on(comfy, device, dtype), size)
-    inputs = step_inputs(size, device, dtype)
+    batches = {latents: step_inputs(size, device, dtype, latents) for latents in (1, 2)}
+    inputs = {name: batches[2 if name in TWO_LATENTS else 1] for name in models}
     latent = size // 8
 
     with torch.inference_mode():
-        cases = {name: lambda m=model: step(m, *inputs) for name, model in models.items()}
+        cases = {name: lambda m=model, i=inputs[name]: step(m, *i) for name, model in models.items()}
         times, others = interleaved(cases, rounds, clock)
-        ratios = ratios_to(times, BASELINE)
+        ratios = {name: ratios_to(times, baseline_of(name))[name] for name in models}
         attention = comfy.ldm.modules.attention.optimized_attention.__name__
-        print(f"SD1.5 UNet forward, {size}x{size} px (latent {latent}x{latent}), batch 2 (cond + uncond), {dtype} on "
-              f"{device}, {attention}; {describe_run(rounds, clock_name, others)}")
-        print("| variant | seconds per step (median, min-max) | ratio to unpatched (median, min-max) |")
+        print(f"SD1.5 UNet forward, {size}x{size} px (latent {latent}x{latent}), batch 2 per latent (cond + uncond), "
+              f"1 latent ({', '.join(TWO_LATENTS)}: 2), {dtype} on {device}, {attention}; "
+              f"{describe_run(rounds, clock_name, others)}")
+        print("| variant | seconds per step (median, min-max) | ratio to unpatched with as many latents (median, min-max) |")
         print("| --- | --- | --- |")
         for name in models:
             print(f"| {name} | {spread(times[name], 3)} | {spread(ratios[name], 3)} |")

@@ -105,6 +105,19 @@ def _active_tokens(deadiff, sources, settings, reference):
     return tokens
 
 
+def _check_negative_count(sources, negative, settings):
+    """Kept apart (concat, per latent), references set how many image tokens a row joins or which latent reads
+    which, so the negative reference needs as many references as the reference of the same layers."""
+    if settings.combine == "average":
+        return
+    for branch in MODES[settings.mode]:
+        wanted = sources[branch].num_references
+        if negative.num_references != wanted:
+            raise ValueError(f"with combine {settings.combine!r} the negative reference needs as many references as "
+                             f"the {branch} reference ({wanted}), but it has {negative.num_references}; give it "
+                             "as many, or combine by average")
+
+
 class Injection(InjectionProvider):
     """State shared by the 16 layer patches of one DEADiff Apply: which tokens each layer reads, with
     what weight, when, where; image keys/values computed once per device and dtype.
@@ -121,11 +134,12 @@ class Injection(InjectionProvider):
         self.layer_widths = layer_widths or {}
         self.settings = settings
         zeros = torch.zeros(deadiff.info.qformer.num_query_tokens, deadiff.info.qformer.hidden_size)
-        references = {POSITIVE: _active_tokens(deadiff, {"style": tokens, "content": content_tokens or tokens},
-                                               settings, "reference")}
+        sources = {"style": tokens, "content": content_tokens or tokens}
+        references = {POSITIVE: _active_tokens(deadiff, sources, settings, "reference")}
         if negative_tokens is not None:
             references[NEGATIVE] = _active_tokens(deadiff, {"style": negative_tokens, "content": negative_tokens},
                                                   settings, "negative reference")
+            _check_negative_count(sources, negative_tokens, settings)
         self.layer_tokens = {source: {layer.index: active.get(layer.branch, zeros) for layer in SD15_LAYERS}
                              for source, active in references.items()}
         self._cache = {}

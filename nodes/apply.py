@@ -35,14 +35,15 @@ def _basic_inputs():
     }
 
 
-def _patched_model(node, model, deadiff, tokens, start_at, end_at, content_tokens=None, **settings):
+def _patched_model(node, model, deadiff, tokens, start_at, end_at, content_tokens=None, negative_tokens=None,
+                   **settings):
     sampling = model.get_model_object("model_sampling")
     try:
         if not all(math.isfinite(v) and 0 <= v <= 1 for v in (start_at, end_at)):
             raise ValueError(f"start_at={start_at} and end_at={end_at} must be fractions within 0..1")
         settings = InjectionSettings(start_sigma=sampling.percent_to_sigma(start_at),
                                      end_sigma=sampling.percent_to_sigma(end_at), **settings)
-        return (apply_deadiff(model, deadiff, tokens, settings, content_tokens),)
+        return (apply_deadiff(model, deadiff, tokens, settings, content_tokens, negative_tokens),)
     except ValueError as e:
         raise node_error(node, e) from e
 
@@ -68,9 +69,10 @@ class DEADiffApply:
 
 class DEADiffApplyAdvanced:
     SEARCH_ALIASES = ["deadiff", "style transfer", "style reference", "regional style", "masked style",
-                      "layer weights", "style and content"]
+                      "layer weights", "style and content", "negative reference", "batch references"]
     DESCRIPTION = ("DEADiff Apply with every control: separate style and content weights and references, "
-                   "per-layer weights, how several references combine, and a mask limiting the reference to a region.")
+                   "per-layer weights, how several references combine (or one per latent), a mask limiting the "
+                   "reference to a region, a negative reference, and separate key and value weights.")
     CATEGORY = "DEADiff"
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = DEADiffApply.OUTPUT_TOOLTIPS
@@ -90,24 +92,38 @@ class DEADiffApplyAdvanced:
                     **LAYER_MAP_OPTIONS}),
                 "combine": (list(COMBINE_METHODS), {
                     "default": "average",
-                    "tooltip": "Several references: average their tokens (16 tokens), or concat them (16 per "
-                               "reference, each kept). For ratios, use DEADiff Mix."}),
+                    "tooltip": "Several references: average their tokens (16 tokens), concat them (16 per "
+                               "reference, each kept), or per latent: reference i for latent i of the batch (as many "
+                               "references as latents). For ratios, use DEADiff Mix."}),
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Where the reference acts (1) and where not (0); the image's aspect ratio."}),
                 "content_tokens": ("DEADIFF_TOKENS", {
                     "tooltip": "A separate reference for the content layers; tokens then feeds the style layers only."}),
+                "negative_tokens": ("DEADIFF_TOKENS", {
+                    "tooltip": "A reference for the negative (CFG) pass, routed by the same mode and combine: the "
+                               "image is steered away from it. Unconnected: DEADiff's zero tokens (the official "
+                               "behaviour). Encode it with the same DEADiff model."}),
+                "key_weight": ("FLOAT", {"default": 1.0, **WEIGHT,
+                                         "tooltip": "Extra factor on the reference's keys, on top of weight: it "
+                                                    "scales the reference's attention scores, so where attention "
+                                                    "goes."}),
+                "value_weight": ("FLOAT", {"default": 1.0, **WEIGHT,
+                                           "tooltip": "Extra factor on the reference's values, on top of weight: "
+                                                      "how much of the reference the attention brings in. Raise it "
+                                                      "alone to push the style without changing where attention goes."}),
             },
         }
 
     def apply(self, model, deadiff, tokens, mode, weight, start_at, end_at, style_weight, content_weight, layer_weights,
-              combine, mask=None, content_tokens=None):
+              combine, mask=None, content_tokens=None, negative_tokens=None, key_weight=1.0, value_weight=1.0):
         try:
             weights = parse_layer_weights(layer_weights)
         except ValueError as e:
             raise node_error("DEADiff Apply Advanced", e) from e
         return _patched_model("DEADiff Apply Advanced", model, deadiff, tokens, start_at, end_at, content_tokens,
-                              mode=mode, weight=weight, style_weight=style_weight, content_weight=content_weight,
+                              negative_tokens, mode=mode, weight=weight, style_weight=style_weight,
+                              content_weight=content_weight, key_weight=key_weight, value_weight=value_weight,
                               layer_weights=weights, combine=combine, mask=mask)
 
 

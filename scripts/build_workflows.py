@@ -26,6 +26,7 @@ DEADIFF = "deadiff_v1.ckpt"
 LORA = "add_detail.safetensors"
 CONTROLNET = "control_v11p_sd15_canny_fp16.safetensors"
 STYLE_IMAGE, CONTENT_IMAGE, SECOND_STYLE_IMAGE = "deadiff_style.png", "deadiff_content.png", "deadiff_style_2.png"
+NEGATIVE_IMAGE = "deadiff_negative.png"
 SAVED_TOKENS = "deadiff/tokens_00001_.safetensors [output]"
 # where each model file comes from: {file name as the loader widget holds it: (models subfolder, direct download
 # URL)}, written into the loader nodes' properties.models. The DEADiff file is the official release (the official
@@ -51,13 +52,13 @@ class Node:
         self.key, self.class_type, self.inputs = key, class_type, inputs
 
 
-def sampling(model, prompt, seed, positive=("positive", 0), negative=("negative", 0), prefix="DEADiff"):
+def sampling(model, prompt, seed, positive=("positive", 0), negative=("negative", 0), prefix="DEADiff", batch_size=1):
     """Text prompts, empty latent, KSampler with the official DDIM settings, decode, save."""
     return [
         Node("checkpoint", "CheckpointLoaderSimple", ckpt_name=SD15),
         Node("positive", "CLIPTextEncode", clip=("checkpoint", 1), text=prompt),
         Node("negative", "CLIPTextEncode", clip=("checkpoint", 1), text=NEGATIVE),
-        Node("latent", "EmptyLatentImage", width=512, height=512, batch_size=1),
+        Node("latent", "EmptyLatentImage", width=512, height=512, batch_size=batch_size),
         Node("sampler", "KSampler", model=model, positive=positive, negative=negative, latent_image=("latent", 0),
              seed=seed, steps=50, cfg=8.0, sampler_name="ddim", scheduler="ddim_uniform", denoise=1.0),
         Node("decode", "VAEDecode", samples=("sampler", 0), vae=("checkpoint", 2)),
@@ -123,6 +124,20 @@ WORKFLOWS = {
          Node("region", "SolidMask", value=1.0, width=256, height=512),
          Node("mask", "MaskComposite", destination=("background", 0), source=("region", 0), x=0, y=0, operation="add"),
          apply(mask=("mask", 0)), *sampling(("apply", 0), "A man wearing a black leather jacket and a red tie", 4246460524)]),
+    "deadiff_batch_per_latent": (
+        "One reference per image of the batch: Batch Images joins two references, DEADiff Encode reads both, and "
+        "combine 'per latent' gives reference 1 to latent 1 and reference 2 to latent 2. Empty Latent Image's "
+        "batch_size must equal the number of references.",
+        [LOADER, Node("style_image", "LoadImage", image=STYLE_IMAGE), Node("style_2_image", "LoadImage", image=SECOND_STYLE_IMAGE),
+         Node("references", "ImageBatch", image1=("style_image", 0), image2=("style_2_image", 0)),
+         Node("style", "DEADiffEncode", deadiff=("deadiff", 0), image=("references", 0)),
+         apply(combine="per latent"), *sampling(("apply", 0), "A lighthouse on a cliff", 2718281828, batch_size=2)]),
+    "deadiff_negative_reference": (
+        "A negative reference: the negative (CFG) pass reads its tokens instead of DEADiff's zero tokens, so the "
+        f"image is steered away from its look. Put a picture of what you do not want in ComfyUI/input as "
+        f"{NEGATIVE_IMAGE}; disconnect negative_tokens to get the official behaviour back.",
+        [LOADER, *reference("style", STYLE_IMAGE), *reference("unwanted", NEGATIVE_IMAGE),
+         apply(negative_tokens=("unwanted", 0)), *sampling(("apply", 0), "A castle in the mountains", 1414213562)]),
     "deadiff_save_tokens": (
         "Encode a reference once and save its tokens (output/deadiff/tokens_00001_.safetensors); the "
         "deadiff_reuse_tokens workflow then runs without the encoder.",

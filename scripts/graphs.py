@@ -12,6 +12,9 @@ from scripts.sd15 import sd15_checkpoint
 # the real ViT-L/14 and token width; a one-layer Q-Former keeps the file at about 1.4 GB
 E2E_LAYOUT = OfficialLayout(qformer_layers=1, intermediate=256, vocab=4200, positions=16, proj_hidden=256)
 CHECKPOINT, DEADIFF, REFERENCE = "sd15_random.safetensors", "deadiff_random.ckpt", "deadiff_style_01.jpeg"
+SECOND_REFERENCE = "deadiff_style_03.jpeg"
+# DEADiff Apply (Advanced)'s own required inputs at their defaults
+ADVANCED = {"style_weight": 1.0, "content_weight": 1.0, "layer_weights": "all", "combine": "average"}
 NODES = {"DEADiffLoader": ["DEADIFF"], "DEADiffEncode": ["DEADIFF_TOKENS"], "DEADiffApply": ["MODEL"],
          "DEADiffApplyAdvanced": ["MODEL"], "DEADiffMix": ["DEADIFF_TOKENS"], "DEADiffSaveTokens": [],
          "DEADiffLoadTokens": ["DEADIFF_TOKENS"]}
@@ -25,6 +28,7 @@ def install_models(comfy, server, deadiff_layout=E2E_LAYOUT):
         save_official_checkpoint(server.model_path("deadiff", DEADIFF),
                                  official_state_dict(deadiff_layout, seed=22, with_other_parts=False))
         write_reference(server.input_path(REFERENCE))
+        save_reference(server.input_path(SECOND_REFERENCE), "style_03")
     return server
 
 
@@ -59,9 +63,38 @@ def graph(with_deadiff=True, seed=5, apply_node="DEADiffApply", size=128, steps=
     return prompt
 
 
+def advanced_graph(**inputs):
+    """graph() through DEADiff Apply (Advanced), its own inputs at their defaults unless given."""
+    return graph(apply_node="DEADiffApplyAdvanced", **{**ADVANCED, **inputs})
+
+
+def per_latent_graph(latents=2):
+    """REFERENCE and SECOND_REFERENCE in one image batch, reference i for latent i (combine "per latent")."""
+    prompt = advanced_graph(combine="per latent")
+    prompt["4"]["inputs"]["batch_size"] = latents
+    prompt["30"] = {"class_type": "LoadImage", "inputs": {"image": SECOND_REFERENCE}}
+    prompt["31"] = {"class_type": "ImageBatch", "inputs": {"image1": ["6", 0], "image2": ["30", 0]}}
+    prompt["7"]["inputs"]["image"] = ["31", 0]
+    return prompt
+
+
+def negative_graph():
+    """advanced_graph() with SECOND_REFERENCE as the negative reference."""
+    prompt = advanced_graph(negative_tokens=["32", 0])
+    prompt["30"] = {"class_type": "LoadImage", "inputs": {"image": SECOND_REFERENCE}}
+    prompt["32"] = {"class_type": "DEADiffEncode", "inputs": {"deadiff": ["5", 0], "image": ["30", 0]}}
+    return prompt
+
+
+def saved_images(server, entry):
+    """[(file name, pixels)] of what Save Image wrote, one per latent."""
+    return [(item["filename"], np.asarray(Image.open(server.output_path(item)), dtype=np.int16))
+            for item in entry["outputs"]["11"]["images"]]
+
+
 def saved_image(server, entry):
-    (item,) = entry["outputs"]["11"]["images"]
-    return item["filename"], np.asarray(Image.open(server.output_path(item)), dtype=np.int16)
+    (image,) = saved_images(server, entry)
+    return image
 
 
 def run_ok(server, prompt):

@@ -13,7 +13,9 @@ import torch
 from benchmarks import gpu_check
 from support.paths import COMFYUI_PATH, REPO_ROOT
 
-UNET_VARIANTS = ["unpatched", "style", "style and content", "style, 4 references concatenated", "style, with a mask"]
+UNET_VARIANTS = ["unpatched", "style", "style and content", "style, 4 references concatenated", "style, with a mask",
+                 "style, negative reference", "unpatched, 2 latents", "style, per-latent references"]
+UNPATCHED = ("unpatched", "unpatched, 2 latents")  # per-latent references run on 2 latents, the others on 1
 
 
 def run_benchmark(*args):
@@ -55,11 +57,13 @@ def test_unet_step_benchmark_runs_and_profiles_every_variant_at_tiny_size():
     output = run_benchmark("-m", "benchmarks.unet_step", "--tiny", "--rounds", "2", "--profile")
     timings, *profiles = tables(output)
     assert [row[0] for row in timings] == UNET_VARIANTS
-    assert timings[0][2] == "1.000 (1.000-1.000)"  # the baseline against itself
-    for _, seconds, ratio in timings:
+    for name, seconds, ratio in timings:
         assert median_of(seconds) > 0 and median_of(ratio) > 0
-    assert re.findall(r"^profile, (.+) minus unpatched:", output, re.M) == UNET_VARIANTS[1:]
-    assert len(profiles) == 4 and all(profiles)
+        assert (ratio == "1.000 (1.000-1.000)") == (name in UNPATCHED)  # each baseline against itself
+    compared = [variant for variant in UNET_VARIANTS if variant not in UNPATCHED]
+    assert re.findall(r"^profile, (.+) minus (unpatched.*?):", output, re.M) == [
+        (variant, "unpatched, 2 latents" if "per-latent" in variant else "unpatched") for variant in compared]
+    assert len(profiles) == len(compared) and all(profiles)
 
 
 def test_encoder_throughput_benchmark_runs_at_tiny_size():

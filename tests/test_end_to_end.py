@@ -1,8 +1,10 @@
 """DEADiff through a real ComfyUI server: the graph a user builds, run on random-weight files at
 their real architectures."""
 import numpy as np
+import pytest
 
-from scripts.graphs import NODES, graph, run_ok, saved_image
+from scripts.graphs import (NODES, SECOND_REFERENCE, advanced_graph, graph, negative_graph, per_latent_graph, run_ok,
+                            saved_image, saved_images)
 
 
 def test_object_info_lists_every_node_with_its_types(server):
@@ -17,6 +19,9 @@ def test_object_info_lists_every_node_with_its_types(server):
     assert apply["mode"][0] == ["style", "content", "style and content"] and apply["weight"][1]["default"] == 1.0
     advanced = info["DEADiffApplyAdvanced"]["input"]["optional"]
     assert advanced["mask"][0] == "MASK" and advanced["content_tokens"][0] == "DEADIFF_TOKENS"
+    assert advanced["negative_tokens"][0] == "DEADIFF_TOKENS"
+    assert all(advanced[name][0] == "FLOAT" and advanced[name][1]["default"] == 1.0 for name in ("key_weight", "value_weight"))
+    assert "per latent" in info["DEADiffApplyAdvanced"]["input"]["required"]["combine"][0]
     assert info["DEADiffEncode"]["input"]["optional"]["clip_vision"][0] == "CLIP_VISION"
 
 
@@ -99,11 +104,8 @@ def test_lora_and_controlnet_compose_with_deadiff_in_either_order(server, comfy)
 
 
 def test_mix_with_all_weight_on_one_reference_equals_that_reference(server):
-    from scripts.images import save_reference
-
-    save_reference(server.input_path("deadiff_style_03.jpeg"), "style_03")
     mixed = graph()
-    mixed["16"] = {"class_type": "LoadImage", "inputs": {"image": "deadiff_style_03.jpeg"}}
+    mixed["16"] = {"class_type": "LoadImage", "inputs": {"image": SECOND_REFERENCE}}
     mixed["17"] = {"class_type": "DEADiffEncode", "inputs": {"deadiff": ["5", 0], "image": ["16", 0]}}
     mixed["18"] = {"class_type": "DEADiffMix", "inputs": {"tokens_1": ["7", 0], "ratio_1": 1.0,
                                                           "tokens_2": ["17", 0], "ratio_2": 0.0}}
@@ -125,3 +127,33 @@ def test_style_only_load_gives_the_same_style_image(server):
     style_only["8"]["inputs"]["mode"] = "content"
     _, error = server.run(style_only)
     assert "loaded with style only" in error
+
+
+# ---------------------------------------------------------------- per latent, negative reference, key/value weights
+
+@pytest.fixture(scope="module")
+def advanced_today(server):
+    """DEADiff Apply (Advanced) as a workflow saved before these controls has it: none of them in the prompt."""
+    return saved_image(server, run_ok(server, advanced_graph()))[1]
+
+
+def test_key_and_value_weights_at_one_give_today_s_image_and_values_alone_change_it(server, advanced_today):
+    _, ones = saved_image(server, run_ok(server, advanced_graph(key_weight=1.0, value_weight=1.0)))
+    assert np.array_equal(ones, advanced_today)
+    _, values = saved_image(server, run_ok(server, advanced_graph(value_weight=2.0)))
+    assert np.abs(values - advanced_today).mean() > 1, "value_weight did not change the image"
+
+
+def test_a_negative_reference_changes_the_image(server, advanced_today):
+    _, negative = saved_image(server, run_ok(server, negative_graph()))
+    assert np.abs(negative - advanced_today).mean() > 2, "the negative reference did not change the image"
+
+
+def test_per_latent_references_condition_each_latent_with_its_own(server):
+    """Latent 0 reads the first reference as a run with that reference alone gives it; latent 1 the second."""
+    (_, first), (_, second) = saved_images(server, run_ok(server, per_latent_graph()))
+    alone = graph()
+    alone["4"]["inputs"]["batch_size"] = 2
+    (_, alone_first), (_, alone_second) = saved_images(server, run_ok(server, alone))
+    assert np.abs(first - alone_first).max() <= 1
+    assert np.abs(second - alone_second).mean() > 2, "latent 1 did not read the second reference"

@@ -140,10 +140,11 @@ def test_the_template_browser_lists_the_workflows_with_their_thumbnails(editor):
     editor.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     editor.page.wait_for_selector('[data-testid="template-workflows-content"]')
     editor.page.get_by_text(PACK_FOLDER_NAME, exact=True).first.click()  # the pack's entry under Extensions
-    editor.page.wait_for_function("""([names, size]) => names.every((name) => {
-        const card = document.querySelector(`[data-testid="template-workflow-${name}"]`);
-        return card && [...card.querySelectorAll("img")].some((img) => img.complete && img.naturalWidth === size);
-    })""", arg=[NAMES, render_thumbnails.SIZE], timeout=60000)
+    for name in NAMES:  # a card loads its thumbnail once it is scrolled into view
+        card = f'[data-testid="template-workflow-{name}"]'
+        editor.page.locator(card).scroll_into_view_if_needed()
+        editor.page.wait_for_function("""([card, size]) => [...document.querySelector(card).querySelectorAll("img")]
+            .some((img) => img.complete && img.naturalWidth === size)""", arg=[card, render_thumbnails.SIZE], timeout=60000)
     cards = editor.evaluate("""() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')]
         .map((card) => card.dataset.testid.replace("template-workflow-", ""))""")
     assert sorted(cards) == NAMES

@@ -22,7 +22,8 @@ ARTIFACTS = os.path.join(REPO_ROOT, "tests", "artifacts")
 # the real ViT-L/14 (DEADiff Encode needs its 257 x 1024 tokens), one small Q-Former, style branch only
 INFO_LAYOUT = OfficialLayout(qformer_layers=1, intermediate=256, vocab=4200, positions=16, proj_hidden=256)
 INFO_CHECKPOINT, INFO_REFERENCE = "deadiff_frontend_style_only.ckpt", "deadiff_frontend_reference.png"
-ADVANCED_WIDGETS = ["mode", "weight", "start_at", "end_at", "style_weight", "content_weight", "layer_weights", "combine"]
+ADVANCED_WIDGETS = ["mode", "weight", "start_at", "end_at", "style_weight", "content_weight", "layer_weights", "combine",
+                    "key_weight", "value_weight"]
 
 
 # ---------------------------------------------------------------- the tables the editor draws from
@@ -113,7 +114,7 @@ def test_layer_map_draws_the_unet_and_clicks_and_drags_edit_the_saved_text(brows
     names = browser.evaluate("(id) => window.app.graph.getNodeById(id).widgets.map((w) => w.name)", advanced)
     assert names == ADVANCED_WIDGETS + ["layer_map"]  # last: widgets_values stay positional
     all_ones = format_weights(PRESETS["all"])
-    assert saved_values(browser, advanced) == ["style", 1, 0, 1, 1, 1, all_ones, "average"]
+    assert saved_values(browser, advanced) == ["style", 1, 0, 1, 1, 1, all_ones, "average", 1, 1]
     browser.show_nodes([advanced])
 
     # drawn as a U: down blocks descend, the middle block is lowest, up blocks climb back
@@ -250,21 +251,25 @@ def test_workflow_written_without_the_extension_loads_with_its_preset(browser, t
     browser.new_graph()
     assert browser.load_workflow(str(path)) == ["DEADiffLoader", "DEADiffApplyAdvanced", "DEADiffEncode"]
     assert browser.toasts() == []
+    # written before key_weight and value_weight: the editor gives them their defaults, after the saved values
+    today = workflow["nodes"][1]["widgets_values"] + [1, 1]
     values = browser.widget_values(2)
-    assert [values[name] for name in ADVANCED_WIDGETS] == workflow["nodes"][1]["widgets_values"]
+    assert [values[name] for name in ADVANCED_WIDGETS] == today
     parsed = layer_map(browser, 2, "parsed")
     assert parsed["preset"] == "style layers only" and tuple(parsed["weights"]) == PRESETS["style layers only"]
     assert browser.evaluate("() => window.app.graph.getNodeById(2).size[0]") >= 460   # widened for the map
     prompt = browser.graph_to_prompt()
     assert prompt["2"]["inputs"]["layer_weights"] == "style layers only"
     assert prompt["2"]["inputs"]["mode"] == "style and content" and prompt["2"]["inputs"]["deadiff"] == ["1", 0]
+    assert prompt["2"]["inputs"]["key_weight"] == prompt["2"]["inputs"]["value_weight"] == 1
+    assert "negative_tokens" not in prompt["2"]["inputs"]
     assert prompt["1"] == {"class_type": "DEADiffLoader",
                            # written before the loader had `branches`: the editor fills in its default
                            "inputs": {"deadiff_name": "deadiff_v1.ckpt", "dtype": "auto", "branches": "both"},
                            "_meta": {"title": "Load DEADiff Model"}}
     # written before Encode had `fit`: squash, today's images
     assert prompt["3"]["inputs"] == {"deadiff": ["1", 0], "fit": "squash"}
-    assert saved_values(browser, 2) == workflow["nodes"][1]["widgets_values"]
+    assert saved_values(browser, 2) == today
 
 
 def test_layer_map_works_in_the_nodes_2_renderer(comfy_server):

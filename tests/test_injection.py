@@ -331,6 +331,17 @@ def test_a_negative_reference_from_another_deadiff_model_is_refused(comfy, unet,
         apply(unet, deadiff, tokens, negative_tokens=style_only, mode="style and content")
 
 
+@pytest.mark.parametrize("combine", ["concat", "per latent"])
+def test_a_negative_reference_kept_apart_needs_as_many_references(comfy, unet, deadiff, tokens, combine):
+    """Concatenated or per latent, the negative rows must join as many image tokens as the conditional ones."""
+    g = torch.Generator().manual_seed(22)
+    two = ReferenceTokens(style=torch.randn(2, 16, 768, generator=g), content=torch.randn(2, 16, 768, generator=g))
+    with pytest.raises(ValueError, match=rf"with combine '{combine}' the negative reference needs as many references "
+                                         r"as the style reference \(2\), but it has 1"):
+        apply(unet, deadiff, two, negative_tokens=tokens, combine=combine)
+    apply(unet, deadiff, two, negative_tokens=tokens, combine="average")  # averaged, both are 16 tokens
+
+
 def test_key_and_value_weights_scale_the_image_keys_and_values_apart(comfy, unet, official, deadiff, tokens, inputs):
     patched = apply(unet, deadiff, tokens, mode="style and content", weight=0.9, style_weight=1.5,
                     key_weight=0.5, value_weight=2.0)

@@ -11,7 +11,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from deadiff_core.synthetic import TINY, official_state_dict, save_official_checkpoint
-from scripts.graphs import assert_refused_and_still_serving, graph, run_ok
+from deadiff_core.token_io import save_tokens
+from deadiff_core.tokens import ReferenceTokens
+from scripts.graphs import advanced_graph, assert_refused_and_still_serving, graph, per_latent_graph, run_ok
 from scripts.sd15 import sdxl_shaped_unet_file
 from support import hostile_pickles
 
@@ -70,8 +72,7 @@ def rgba_image(server):
 
 
 def mask_of_another_shape(server):
-    prompt = graph(apply_node="DEADiffApplyAdvanced", style_weight=1.0, content_weight=1.0, layer_weights="all",
-                   combine="average", mask=["12", 0])
+    prompt = advanced_graph(mask=["12", 0])
     prompt["12"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 128, "height": 48}}
     return prompt
 
@@ -99,9 +100,6 @@ def one_branch_model_in_the_other_mode(server):
 
 
 def tokens_file_as_a_model(server):
-    from deadiff_core.token_io import save_tokens
-    from deadiff_core.tokens import ReferenceTokens
-
     save_tokens(server.model_path("deadiff", "saved_tokens.safetensors"), ReferenceTokens(style=torch.zeros(1, 16, 768)))
     prompt = graph()
     prompt["5"]["inputs"]["deadiff_name"] = "saved_tokens.safetensors"
@@ -130,12 +128,22 @@ def hostile_file(name, make):
     return build
 
 
-def weight(value):
+def weight(value, name="weight"):
     def build(server):
-        prompt = graph()
-        prompt["8"]["inputs"]["weight"] = value
+        prompt = graph() if name == "weight" else advanced_graph()
+        prompt["8"]["inputs"][name] = value
         return prompt
     return build
+
+
+def negative_from_another_model(server):
+    """A negative reference saved by DEADiff Save Tokens from a model whose Q-Formers make 8 tokens, not 16."""
+    g = torch.Generator().manual_seed(23)
+    save_tokens(server.input_path("eight_tokens.safetensors"),
+                ReferenceTokens(style=torch.randn(1, 8, 768, generator=g), content=torch.randn(1, 8, 768, generator=g)))
+    prompt = advanced_graph(negative_tokens=["32", 0])
+    prompt["32"] = {"class_type": "DEADiffLoadTokens", "inputs": {"tokens_file": "eight_tokens.safetensors"}}
+    return prompt
 
 
 CASES = {
@@ -149,6 +157,15 @@ CASES = {
     "RGBA image": (rgba_image, ["RGBA", "4 channels"]),
     "mask of another shape": (mask_of_another_shape, ["mask is 128x48", "aspect ratio"]),
     "NaN weight": (weight(math.nan), ["DEADiff Apply", "weight must be a finite number"]),
+    "NaN key_weight": (weight(math.nan, "key_weight"), ["DEADiff Apply Advanced", "key_weight must be a finite number"]),
+    "NaN value_weight": (weight(math.nan, "value_weight"), ["DEADiff Apply Advanced",
+                                                           "value_weight must be a finite number"]),
+    "per latent, 2 references for 1 latent": (lambda s: per_latent_graph(latents=1),
+                                               ["combine 'per latent'", "2 references for a batch of 1 latents",
+                                                "give one reference per latent"]),
+    "negative reference from another model": (negative_from_another_model, [
+        "DEADiff Apply Advanced", "negative reference's style tokens are 8 per reference",
+        "encode the negative reference with the same DEADiff model"]),
     "tokens file from elsewhere": (tokens_from_elsewhere, ["not a DEADiff tokens file", "DEADiff Save Tokens"]),
     "corrupt tokens file": (corrupt_tokens_file, ["broken_tokens.safetensors", "not a readable safetensors file"]),
     "style-only model in content mode": (one_branch_model_in_the_other_mode,

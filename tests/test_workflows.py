@@ -37,7 +37,7 @@ def stand_ins(comfy, server):
     sd15_lora_file(server.model_path("loras", build_workflows.LORA), seed=41)
     sd15_controlnet_file(comfy, server.model_path("controlnet", build_workflows.CONTROLNET), seed=42)
     for name, source in ((build_workflows.STYLE_IMAGE, "style_02.jpeg"), (build_workflows.CONTENT_IMAGE, "content_01.jpeg"),
-                         (build_workflows.SECOND_STYLE_IMAGE, "style_04.jpeg")):
+                         (build_workflows.SECOND_STYLE_IMAGE, "style_04.jpeg"), (build_workflows.NEGATIVE_IMAGE, "style_03.jpeg")):
         reference_image(source).save(server.input_path(name))
     return server
 
@@ -84,11 +84,12 @@ def test_the_fit_check_finds_what_does_not_fit(server):
         assert any(expected in problem for problem in found), (expected, found)
 
 
-def test_the_issue_s_seven_workflows_exist():
+def test_the_issues_workflows_exist():
     kinds = {os.path.basename(path) for path in WORKFLOWS}
     assert {"deadiff_style_transfer.json", "deadiff_content_mode.json", "deadiff_style_and_content.json",
             "deadiff_style_mixing.json", "deadiff_lora_controlnet.json", "deadiff_regional_mask.json",
-            "deadiff_save_tokens.json", "deadiff_reuse_tokens.json"} <= kinds
+            "deadiff_save_tokens.json", "deadiff_reuse_tokens.json", "deadiff_batch_per_latent.json",
+            "deadiff_negative_reference.json"} <= kinds
     with open(os.path.join(REPO_ROOT, "example_workflows", "deadiff_style_transfer.json")) as f:
         sampler = next(n for n in json.load(f)["nodes"] if n["type"] == "KSampler")
     assert sampler["widgets_values"][2:6] == [50, 8.0, "ddim", "ddim_uniform"]  # the official inference
@@ -113,6 +114,25 @@ def test_workflow_loads_in_the_editor_converts_and_runs(stand_ins, editor, path)
     written = [item for output in entry["outputs"].values() for items in output.values() for item in items
                if isinstance(item, dict) and "filename" in item]
     assert written and all(os.path.exists(stand_ins.output_path(item)) for item in written)
+
+
+def test_a_workflow_saved_before_the_newer_advanced_inputs_gives_the_same_prompt(editor):
+    """DEADiff Apply (Advanced) as workflows saved it before negative_tokens, key_weight and value_weight existed
+    (no such socket, two widget values fewer): the editor gives it the defaults, so the same prompt as today's."""
+    with open(os.path.join(REPO_ROOT, "example_workflows", "deadiff_regional_mask.json")) as f:
+        workflow = json.load(f)
+    editor.load_workflow(workflow, "deadiff_regional_mask.json")
+    today = editor.graph_to_prompt()
+    apply = next(node for node in workflow["nodes"] if node["type"] == "DEADiffApplyAdvanced")
+    assert [socket["name"] for socket in apply["inputs"]][-1] == "negative_tokens"  # no link: nothing shifts
+    apply["inputs"].pop()
+    assert apply["widgets_values"][-2:] == [1.0, 1.0]  # key_weight, value_weight: the last saved widgets
+    del apply["widgets_values"][-2:]
+    editor.load_workflow(workflow, "deadiff_regional_mask_before.json")
+    assert not [t for t in editor.toasts() if t["severity"] in ("warn", "error")]
+    before = editor.graph_to_prompt()
+    assert before == today
+    assert {before[str(apply["id"])]["inputs"][name] for name in ("key_weight", "value_weight")} == {1.0}
 
 
 def test_build_script_runs_against_a_server(server, tmp_path):
